@@ -1,0 +1,83 @@
+"""Checks for every exercise of the course, used the same way in every notebook::
+
+    from solutions import checks as check
+    check.merge(merge)        # compares your `merge` with the reference; explains a mistake
+    check.summary()           # the score an instructor would see
+
+Each chapter has a module here with one :class:`~solutions.checks.core.Spec` per exercise.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+from solutions.checks import tokenization as _tokenization
+from solutions.checks.core import (
+    PUBLIC_SEED,
+    Case,
+    CheckFailure,
+    Mistake,
+    NotImplementedYet,
+    Spec,
+    _RESULTS,
+    check_function,
+)
+
+# Chapter modules in course order; each defines SPECS. A new chapter adds one line here.
+_CHAPTER_MODULES = [_tokenization]
+
+SPECS: dict[str, Spec] = {}
+for _module in _CHAPTER_MODULES:
+    for _spec in _module.SPECS:
+        if _spec.name in SPECS:
+            raise RuntimeError(f"two exercises are called {_spec.name!r}: names must be unique")
+        SPECS[_spec.name] = _spec
+
+
+def specs_for(chapter: str) -> list[Spec]:
+    """The specs of one chapter, in the order the notebook asks for them."""
+    return [spec for spec in SPECS.values() if spec.chapter == chapter]
+
+
+def __getattr__(name: str) -> Callable[..., None]:
+    # `check.merge(merge)`: one entry point per exercise, made from its spec
+    spec = SPECS.get(name)
+    if spec is None:
+        raise AttributeError(f"there is no check called {name!r}; the checks are: {', '.join(SPECS)}")
+    return functools.partial(check_function, spec)
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(SPECS))
+
+
+def passed(*names: str) -> bool:
+    """Whether every named check has passed in this kernel (demonstrations use it as a switch)."""
+    return all(_RESULTS.get(name, (None, False))[1] for name in names)
+
+
+def summary(chapter: str | None = None) -> None:
+    """Print which exercises pass in this kernel and the points they are worth.
+
+    This is what the autograder would give for the same code on the notebook's inputs; the
+    grader uses fresh inputs, so an answer that only works on these may still lose points.
+    """
+    chapters = [chapter] if chapter else sorted({s.chapter for s, _ in _RESULTS.values()})
+    if not chapters:
+        print("No check has run yet: run the check cells above first.")
+        return
+    for ch in chapters:
+        specs = specs_for(ch)
+        total = sum(s.points for s in specs)
+        earned = 0
+        print(f"Chapter {ch}:")
+        for spec in specs:
+            _, passed = _RESULTS.get(spec.name, (spec, None))
+            mark = {True: "✔ passed", False: "✘ failed", None: "· not run"}[passed]
+            earned += spec.points if passed else 0
+            print(f"  {mark:10} {spec.name:24} {spec.points} point{'s' if spec.points != 1 else ''}")
+        print(f"Score: {earned}/{total}")
+
+
+__all__ = ["Case", "CheckFailure", "Mistake", "NotImplementedYet", "Spec", "PUBLIC_SEED", "SPECS", "passed", "specs_for", "summary"]

@@ -1,0 +1,290 @@
+"""Notebook tooling: derive the solved and the nbgrader-source notebooks from a stub notebook.
+
+The committed stub notebook (``chapters/NN_topic/NN_topic.ipynb``) is the one learners open and
+the form nbgrader releases. Every exercise in it is a function whose body is::
+
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+with the same name and signature as the reference in ``solutions/<topic>.py``. From the stub and
+the reference this module derives, never by hand:
+
+* the **solved** notebook: each stub body replaced by the reference body;
+* nbgrader's **source** notebook: the reference body between ``### BEGIN SOLUTION`` and
+  ``### END SOLUTION``, which ``nbgrader generate_assignment`` turns back into the stub.
+
+Command line::
+
+    python -m solutions.notebooks solved 01_tokenization -o OUT_DIR
+    python -m solutions.notebooks source 01_tokenization -o OUT_DIR
+    python -m solutions.notebooks validate            # every chapter: stubs match references
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import importlib
+import inspect
+import re
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable, Iterator
+
+import nbformat
+
+import solutions
+
+STUB_LINES = ["# YOUR CODE HERE", "raise NotImplementedError()"]
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+NBFORMAT_VERSION = 4
+DEMO_TAG = "demo"  # cells that only show things (figures, long runs); the grader skips them
+
+
+class NotebookError(ValueError):
+    """A notebook that cannot be used, with the reason in plain words."""
+
+
+def repo_root() -> Path:
+    """The clone this package lives in (notebook tooling works on a clone, not on a wheel)."""
+    root = Path(solutions.__file__).resolve().parent.parent
+    if not (root / "chapters").is_dir():
+        raise NotebookError(
+            f"{root} has no chapters/ folder: the notebook tooling needs a clone of the course "
+            f"repository (pip install -e . from the clone)."
+        )
+    return root
+
+
+def chapter_module_name(chapter: str) -> str:
+    """'01_tokenization' -> 'tokenization' (the reference module of that chapter)."""
+    match = re.fullmatch(r"\d\d_(\w+)", chapter)
+    if not match:
+        raise NotebookError(f"{chapter!r} is not a chapter name like '01_tokenization'")
+    return match.group(1)
+
+
+def stub_path(chapter: str, root: Path | None = None) -> Path:
+    return (root or repo_root()) / "chapters" / chapter / f"{chapter}.ipynb"
+
+
+def read_notebook(path: Path | str) -> nbformat.NotebookNode:
+    """Read a notebook, or raise :class:`NotebookError` saying why it cannot be read."""
+    path = Path(path)
+    try:
+        nb = nbformat.read(path, as_version=NBFORMAT_VERSION)
+    except FileNotFoundError:
+        raise NotebookError(f"{path} does not exist") from None
+    except Exception as exc:  # nbformat raises several kinds for broken JSON or schema
+        raise NotebookError(f"{path} is not a readable notebook: {type(exc).__name__}: {exc}") from None
+    return nb
+
+
+# --------------------------------------------------------------------------------------------
+# finding exercises in a cell
+
+
+def _enclosing_definition(lines: list[str], index: int) -> tuple[str | None, str, int]:
+    """(class name or None, function name, indentation of the body) around line ``index``."""
+    indent = len(lines[index]) - len(lines[index].lstrip())
+    func = cls = None
+    for line in reversed(lines[:index]):
+        stripped = line.lstrip()
+        level = len(line) - len(stripped)
+        if not stripped or level >= indent:
+            continue
+        match = re.match(r"(?:async\s+)?def\s+(\w+)|class\s+(\w+)", stripped)
+        if match and func is None and match.group(1):
+            func, indent = match.group(1), level
+        elif match and func is not None and match.group(2):
+            cls = match.group(2)
+            break
+    if func is None:
+        raise NotebookError("a `# YOUR CODE HERE` stub is not inside a function")
+    return cls, func, len(lines[index]) - len(lines[index].lstrip())
+
+
+def stub_regions(source: str) -> Iterator[tuple[int, str | None, str, int]]:
+    """Yield (line index, class, function, indent) for every stub body in a cell's source."""
+    lines = source.split("\n")
+    for i in range(len(lines) - 1):
+        if lines[i].strip() == STUB_LINES[0] and lines[i + 1].strip() == STUB_LINES[1]:
+            cls, func, indent = _enclosing_definition(lines, i)
+            yield i, cls, func, indent
+
+
+def reference_object(chapter: str, cls: str | None, func: str) -> Callable:
+    module = importlib.import_module(f"solutions.{chapter_module_name(chapter)}")
+    owner = getattr(module, cls) if cls else module
+    try:
+        return getattr(owner, func)
+    except AttributeError:
+        where = f"{cls}.{func}" if cls else func
+        raise NotebookError(f"the stub {where} has no reference in solutions/{chapter_module_name(chapter)}.py") from None
+
+
+def reference_body(fn: Callable) -> list[str]:
+    """The body of a reference function, docstring removed, dedented to column 0."""
+    source = textwrap.dedent(inspect.getsource(fn))
+    tree = ast.parse(source)
+    node = tree.body[0]
+    assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        if isinstance(body[0].value.value, str):
+            body = body[1:]
+    if not body:
+        raise NotebookError(f"the reference {fn.__qualname__} has no body besides its docstring")
+    lines = source.split("\n")
+    first = body[0].lineno - 1
+    # comments directly above the first statement belong to the body too
+    while first > 0 and lines[first - 1].strip().startswith("#"):
+        first -= 1
+    text = "\n".join(lines[first : node.end_lineno])
+    return textwrap.dedent(text).rstrip("\n").split("\n")
+
+
+def _fill_source(source: str, chapter: str, markers: bool) -> str:
+    lines = source.split("\n")
+    # replace from the bottom so earlier line numbers stay valid
+    for i, cls, func, indent in reversed(list(stub_regions(source))):
+        body = reference_body(reference_object(chapter, cls, func))
+        pad = " " * indent
+        new = [pad + line if line.strip() else "" for line in body]
+        if markers:
+            new = [pad + BEGIN] + new + [pad + END]
+        lines[i : i + 2] = new
+    return "\n".join(lines)
+
+
+def _derive(stub: nbformat.NotebookNode, chapter: str, markers: bool) -> nbformat.NotebookNode:
+    nb = copy.deepcopy(stub)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
+            cell.source = _fill_source(cell.source, chapter, markers)
+    return nb
+
+
+def solved_notebook(stub: nbformat.NotebookNode, chapter: str) -> nbformat.NotebookNode:
+    """The stub with every exercise body filled from the reference."""
+    return _derive(stub, chapter, markers=False)
+
+
+def source_notebook(stub: nbformat.NotebookNode, chapter: str) -> nbformat.NotebookNode:
+    """nbgrader's source: reference bodies between BEGIN/END SOLUTION markers."""
+    return _derive(stub, chapter, markers=True)
+
+
+def notebook_chapter(nb: nbformat.NotebookNode) -> str | None:
+    """The chapter a notebook belongs to, from its metadata (survives renamed copies)."""
+    course = nb.get("metadata", {}).get("course", {})
+    return course.get("chapter") if isinstance(course, dict) else None
+
+
+# --------------------------------------------------------------------------------------------
+# validating a stub against its references and checks
+
+
+def _signature(fn_source: str) -> str:
+    """Parameter names, kinds and defaults (annotations may be spelled out for learners)."""
+    node = ast.parse(textwrap.dedent(fn_source)).body[0]
+    assert isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    args = copy.deepcopy(node.args)
+    for arg in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
+        if arg is not None:
+            arg.annotation = None
+    return ast.dump(args)
+
+
+def validate_stub(nb: nbformat.NotebookNode, chapter: str) -> list[str]:
+    """Problems that make a stub drift from its reference or checks; an empty list means fine."""
+    from solutions.checks import specs_for  # notebook tooling may use checks; not the reverse
+
+    problems = []
+    if notebook_chapter(nb) != chapter:
+        problems.append(f"metadata.course.chapter is {notebook_chapter(nb)!r}, expected {chapter!r}")
+    if nb.metadata.get("course", {}).get("version") != solutions.__version__:
+        problems.append(f"metadata.course.version differs from the package version {solutions.__version__}")
+    exercises: dict[str, str] = {}
+    grade_ids: list[str] = []
+    checks: dict[str, int] = {}
+    for cell in nb.cells:
+        if "id" not in cell:
+            problems.append("a cell has no id")
+        if cell.cell_type == "code" and cell.get("outputs"):
+            problems.append(f"cell {cell.get('id')} has outputs: commit stubs without outputs")
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if not meta:
+            continue
+        grade_ids.append(meta.get("grade_id"))
+        if meta.get("solution"):
+            regions = list(stub_regions(cell.source))
+            if not regions:
+                problems.append(f"answer cell {meta.get('grade_id')} has no `# YOUR CODE HERE` stub body")
+            for _, cls, func, _ in regions:
+                ref = reference_object(chapter, cls, func)
+                stub_def = _definition_source(cell.source, func)
+                if _signature(stub_def) != _signature(inspect.getsource(ref)):
+                    problems.append(f"the signature of {func} in the notebook differs from the reference")
+                exercises[func] = meta.get("grade_id")
+        if meta.get("grade"):
+            match = re.fullmatch(r"check\.(\w+)\((\w+)\)", cell.source.strip())
+            if not match or match.group(1) != match.group(2):
+                problems.append(f"check cell {meta.get('grade_id')} should be exactly check.<name>(<name>)")
+            else:
+                checks[match.group(1)] = meta.get("points")
+    duplicates = {g for g in grade_ids if grade_ids.count(g) > 1}
+    if duplicates:
+        problems.append(f"duplicated grade ids: {sorted(duplicates)}")
+    for spec in specs_for(chapter):
+        if spec.name not in exercises:
+            problems.append(f"the exercise {spec.name} has no answer cell")
+        if spec.name not in checks:
+            problems.append(f"the exercise {spec.name} has no check cell")
+        elif checks[spec.name] != spec.points:
+            problems.append(f"check cell of {spec.name} gives {checks[spec.name]} points, its spec {spec.points}")
+    return problems
+
+
+def _definition_source(source: str, func: str) -> str:
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == func:
+            return ast.get_source_segment(source, node) or ""
+    raise NotebookError(f"no def {func} in the cell")
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m solutions.notebooks", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("solved", "source"):
+        p = sub.add_parser(name, help=f"write the {name} notebook of a chapter")
+        p.add_argument("chapter", choices=solutions.CHAPTERS)
+        p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    sub.add_parser("validate", help="check that every stub matches its reference and checks")
+    args = parser.parse_args(argv)
+    if args.command == "validate":
+        failed = False
+        for chapter in solutions.CHAPTERS:
+            problems = validate_stub(read_notebook(stub_path(chapter)), chapter)
+            for problem in problems:
+                print(f"{chapter}: {problem}")
+            failed |= bool(problems)
+            if not problems:
+                print(f"{chapter}: ok")
+        return 1 if failed else 0
+    stub = read_notebook(stub_path(args.chapter))
+    derive = solved_notebook if args.command == "solved" else source_notebook
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.out / f"{args.chapter}.ipynb"
+    nbformat.write(derive(stub, args.chapter), target)
+    print(target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
