@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import types
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
@@ -99,6 +100,10 @@ class Spec:
     points: int = 1
     # whether the function may legitimately change its inputs (rare; default: it must not)
     may_mutate: bool = False
+    # earlier exercises this one may call, by name -> reference: the learner's function is run
+    # with these names bound to the references, so an earlier mistake is not counted twice and
+    # an unfinished earlier exercise does not block this one
+    uses: dict[str, Callable] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,6 +169,20 @@ def _same(a: Any, b: Any) -> bool:
         return bool(a == b)
     except Exception:
         return False
+
+
+def with_references(fn: Callable, uses: dict[str, Callable]) -> Callable:
+    """A copy of ``fn`` whose global names in ``uses`` are bound to the reference functions.
+
+    The learner's namespace is not touched: the copy gets its own copy of the globals.
+    """
+    if not uses or not isinstance(fn, types.FunctionType):
+        return fn
+    isolated = types.FunctionType(
+        fn.__code__, {**fn.__globals__, **uses}, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+    isolated.__kwdefaults__ = fn.__kwdefaults__
+    return isolated
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,7 +383,7 @@ def check_function(
         for want in expected:
             want.value = to_device(want.value, device)
         learner_cases = [Case(to_device(c.args, device), to_device(c.kwargs, device), c.label) for c in cases]
-        outcomes = run(fn, learner_cases)
+        outcomes = run(with_references(fn, spec.uses), learner_cases)
     try:
         compare(spec, learner_cases, outcomes, expected)
     except CheckFailure:

@@ -365,6 +365,7 @@ SPECS = [
         reference=ref.train_bpe,
         make_cases=_cases_train_bpe,
         diagnose=_diagnose_train_bpe,
+        uses={f.__name__: f for f in (ref.text_to_bytes, ref.get_pair_counts, ref.most_frequent_pair, ref.merge)},
         points=2,
     ),
     Spec(
@@ -372,6 +373,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.encode,
         make_cases=_cases_encode,
+        uses={f.__name__: f for f in (ref.text_to_bytes, ref.get_pair_counts, ref.merge)},
         mistakes=[
             Mistake(
                 "by frequency",
