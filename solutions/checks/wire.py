@@ -1,0 +1,174 @@
+"""A safe, plain format for the values a check passes around: JSON, never pickle.
+
+The grader runs a student's function in a sandbox and reads back what it returned. Reading a
+pickle would run the student's code in the grader, so values travel as JSON instead, and only
+plain types survive: None, bool, int, float, str, bytes, list, tuple, dict and tensors. A
+subclass (``Counter``, an ``int`` whose ``==`` always says yes, a tensor subclass) is turned into
+its plain base type by the base type's own methods, so its overrides never run in the grader;
+anything else becomes an "unsupported" marker that the comparison reports by type name.
+
+Notebook checks send every value through the same round trip, so a learner sees exactly the
+verdict the grader will give.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+import torch
+
+from solutions.checks.core import Outcome, Unsupported
+
+MAX_DEPTH = 50
+MAX_ITEMS = 1_000_000  # elements in all, tensor elements included
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.items = 0
+
+    def spend(self, n: int) -> None:
+        self.items += n
+        if self.items > MAX_ITEMS:
+            raise ValueError(f"the value is too large to check (more than {MAX_ITEMS:,} elements)")
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = object.__repr__(value)  # never the value's own __repr__
+    except Exception:
+        text = "?"
+    return text[:80]
+
+
+def encode(value: Any, _depth: int = 0, _budget: _Budget | None = None) -> Any:
+    """A JSON-ready form of ``value`` (see the module docstring for what survives)."""
+    budget = _budget or _Budget()
+    budget.spend(1)
+    if _depth > MAX_DEPTH:
+        raise ValueError("the value is nested too deeply to check")
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, bool):  # a bool subclass cannot exist, but be explicit
+        return bool(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        f = float.__float__(value)
+        return f if math.isfinite(f) else {"$float": float.__repr__(f)}
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (bytes, bytearray)):
+        return {"$bytes": base64.b64encode(bytes(memoryview(value))).decode("ascii")}
+    if isinstance(value, torch.Tensor):
+        t = torch.Tensor.detach(value)
+        budget.spend(t.numel())
+        cpu = t.to("cpu").contiguous().clone()
+        raw = cpu.view(torch.int16) if cpu.dtype == torch.bfloat16 else cpu  # numpy has no bfloat16
+        return {
+            "$tensor": {
+                "dtype": str(cpu.dtype).replace("torch.", ""),
+                "shape": list(cpu.shape),
+                "device": t.device.type,
+                "data": base64.b64encode(raw.numpy().tobytes()).decode("ascii"),
+            }
+        }
+    if isinstance(value, tuple):
+        return {"$tuple": [encode(v, _depth + 1, budget) for v in tuple.__iter__(value)]}
+    if isinstance(value, list):
+        return [encode(v, _depth + 1, budget) for v in list.__iter__(value)]
+    if isinstance(value, dict):
+        return {"$dict": [[encode(k, _depth + 1, budget), encode(v, _depth + 1, budget)] for k, v in dict.items(value)]}
+    return {"$unsupported": [f"{type(value).__module__}.{type(value).__qualname__}", _short_repr(value)]}
+
+
+_DTYPES = {
+    name: getattr(torch, name)
+    for name in ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
+}
+
+
+def decode(data: Any, device: str | None = None) -> Any:
+    """The inverse of :func:`encode`. Tensors land on their recorded device when it exists here."""
+    if data is None or isinstance(data, (bool, int, float, str)):
+        return data
+    if isinstance(data, list):
+        return [decode(v, device) for v in data]
+    if not isinstance(data, dict) or len(data) != 1:
+        raise ValueError("malformed value on the wire")
+    ((tag, body),) = data.items()
+    if tag == "$float":
+        return float(body)
+    if tag == "$bytes":
+        return base64.b64decode(body)
+    if tag == "$tuple":
+        return tuple(decode(v, device) for v in body)
+    if tag == "$dict":
+        return {_hashable(decode(k, device)): decode(v, device) for k, v in body}
+    if tag == "$unsupported":
+        return Unsupported(str(body[0]), str(body[1]))
+    if tag == "$tensor":
+        dtype = _DTYPES.get(body["dtype"])
+        if dtype is None:
+            return Unsupported(f"tensor of dtype {body['dtype']}", "")
+        raw = bytearray(base64.b64decode(body["data"]))
+        storage = torch.int16 if dtype == torch.bfloat16 else dtype
+        t = torch.frombuffer(raw, dtype=storage) if raw else torch.empty(0, dtype=storage)
+        t = t.view(dtype).reshape(body["shape"]) if dtype == torch.bfloat16 else t.reshape(body["shape"])
+        target = device or body.get("device", "cpu")
+        return t.to(target) if _device_available(target) else t
+    raise ValueError(f"unknown tag {tag!r} on the wire")
+
+
+def _hashable(key: Any) -> Any:
+    if isinstance(key, list):
+        return tuple(_hashable(k) for k in key)
+    return key
+
+
+def _device_available(kind: str) -> bool:
+    if kind == "cpu":
+        return True
+    if kind == "cuda":
+        return torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None)
+    return kind == "mps" and mps is not None and mps.is_available()
+
+
+def outcome_to_wire(outcome: Outcome) -> dict:
+    """One call's outcome as JSON-ready data; a value that cannot be sent becomes an error."""
+    try:
+        value = encode(outcome.value) if outcome.error is None else None
+        error = list(outcome.error) if outcome.error else None
+    except Exception as exc:  # an over-large or self-referencing value: the student's problem
+        value, error = None, ["UncheckableValue", str(exc)]
+    return {"value": value, "error": error, "mutated": list(outcome.mutated), "seconds": outcome.seconds}
+
+
+def outcome_from_wire(data: dict, device: str | None = None) -> Outcome:
+    error = data.get("error")
+    return Outcome(
+        value=decode(data.get("value"), device) if error is None else None,
+        error=(str(error[0]), str(error[1])) if error else None,
+        mutated=[str(m) for m in data.get("mutated", [])],
+        seconds=float(data.get("seconds", 0.0)),
+    )
+
+
+def dumps(outcomes: list[Outcome]) -> str:
+    return json.dumps([outcome_to_wire(o) for o in outcomes], allow_nan=False)
+
+
+def loads(text: str, device: str | None = None) -> list[Outcome]:
+    return [outcome_from_wire(d, device) for d in json.loads(text)]
+
+
+def round_trip(outcomes: list[Outcome]) -> list[Outcome]:
+    """What the grader would read back: values canonicalised, exceptions kept for the learner."""
+    result = loads(dumps(outcomes))
+    for new, old in zip(result, outcomes):
+        new.exception = old.exception
+    return result
