@@ -1,0 +1,296 @@
+"""The website: a strict Jupyter Book build, its links, and what a real browser shows.
+
+The book is built once per session into a temporary folder (fresh execution cache, so the
+figures come from the current `solutions`), with `-W -n --keep-going`: any Sphinx warning
+fails. Then:
+- only the pages in `_toc.yml` are built;
+- every exercise `.ipynb` page has a Colab button derived from `_config.yml`, pointing at a
+  file that exists; other pages have no launch button (Colab cannot open `.md`);
+- MathJax is served locally (the build must work offline) and loaded once;
+- the chapter's figures are PNG images;
+- headless Chromium (required: CI installs the `chromium` apt package) typesets the math,
+  loads every image and the MathJax fonts, and requests nothing that is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))
+TOC = yaml.safe_load((REPO / "_toc.yml").read_text(encoding="utf-8"))
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+GENERATED_PAGES = {"genindex.html", "search.html"}  # Sphinx's own pages, always built
+
+pytestmark = pytest.mark.slow
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def toc_docnames() -> list[str]:
+    """All docnames listed in _toc.yml (root, parts, chapters, sections), in order."""
+    names = [TOC["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                names.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in TOC.items() if k != "root"})
+    return names
+
+
+def source_of(docname: str) -> Path:
+    matches = [p for p in (REPO / f"{docname}{ext}" for ext in (".ipynb", ".md")) if p.exists()]
+    assert len(matches) == 1, f"{docname}: expected exactly one .ipynb or .md source, got {matches}"
+    return matches[0]
+
+
+def expected_colab_url(docname: str) -> str:
+    """The launch link, from the repository settings in _config.yml (nothing hard-coded)."""
+    repo_cfg = CONFIG["repository"]
+    org, name = urlsplit(repo_cfg["url"]).path.strip("/").split("/")[:2]
+    book = repo_cfg.get("path_to_book", "").strip("/")
+    path = f"{book}/{docname}.ipynb" if book else f"{docname}.ipynb"
+    colab = CONFIG["launch_buttons"]["colab_url"].rstrip("/")
+    return f"{colab}/github/{org}/{name}/blob/{repo_cfg['branch']}/{path}"
+
+
+def page_html(html_dir: Path, docname: str) -> str:
+    return (html_dir / f"{docname}.html").read_text(encoding="utf-8")
+
+
+def script_srcs(page: str) -> list[str]:
+    return [html.unescape(s) for s in re.findall(r"<script[^>]*\ssrc=\"([^\"]+)\"", page)]
+
+
+def hrefs(page: str) -> list[str]:
+    return [html.unescape(h) for h in re.findall(r"\shref=\"([^\"]+)\"", page)]
+
+
+CHAPTER_PAGES = [d for d in toc_docnames() if source_of(d).suffix == ".md" and d.startswith("chapters/")]
+NOTEBOOK_PAGES = [d for d in toc_docnames() if source_of(d).suffix == ".ipynb"]
+OTHER_PAGES = [d for d in toc_docnames() if d not in NOTEBOOK_PAGES]
+
+
+# ----------------------------------------------------------------------------- the build
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    """Build the book strictly into a temporary folder; return the html folder."""
+    out = tmp_path_factory.mktemp("book")
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe) if exe.exists() else shutil.which("jupyter-book") or "jupyter-book"]
+    cmd += ["build", str(REPO), "--path-output", str(out), "-W", "-n", "--keep-going"]
+    env = dict(os.environ)
+    # Execute the chapter pages against this checkout's `solutions`, installed or not.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    # Sphinx warnings look like "path:line: WARNING: message"; the kernel's own
+    # "[IPKernelApp] WARNING | Kernel is running over TCP ..." is not a build warning.
+    warnings = [line for line in log.splitlines() if "WARNING:" in line]
+    assert proc.returncode == 0 and not warnings, (
+        f"strict book build failed (rc={proc.returncode}):\n" + "\n".join(warnings) + "\n" + log[-6000:]
+    )
+    html_dir = out / "_build" / "html"
+    assert (html_dir / "index.html").exists(), log[-3000:]
+    return html_dir
+
+
+def test_only_toc_pages_are_built(built_book):
+    built = {p.relative_to(built_book).as_posix() for p in built_book.rglob("*.html")}
+    built = {p for p in built if not p.startswith(("_static/", "_sources/", "_images/"))}
+    expected = {f"{d}.html" for d in toc_docnames()} | GENERATED_PAGES | {"index.html"}
+    assert built == expected, f"unexpected pages: {sorted(built - expected)}; missing: {sorted(expected - built)}"
+    for stray in ("README", "tests", ".venv", "solutions", "bench", "_vendor"):
+        assert not list(built_book.glob(f"{stray}*.html")) and not (built_book / stray).exists()
+
+
+@pytest.mark.parametrize("docname", NOTEBOOK_PAGES)
+def test_exercise_pages_have_a_working_colab_button(built_book, docname):
+    url = expected_colab_url(docname)
+    links = [h for h in hrefs(page_html(built_book, docname)) if "colab" in h]
+    assert links == [url], f"{docname}: Colab links {links}, expected [{url}]"
+    # The link names a notebook that exists in the repository at that path.
+    path_in_repo = url.split(f"/blob/{CONFIG['repository']['branch']}/", 1)[1]
+    assert (REPO / path_in_repo).is_file(), f"the Colab link points at {path_in_repo}, which does not exist"
+
+
+@pytest.mark.parametrize("docname", OTHER_PAGES)
+def test_non_notebook_pages_have_no_launch_button(built_book, docname):
+    page = page_html(built_book, docname)
+    assert "colab.research.google.com" not in page
+    assert "launch-buttons" not in page, f"{docname} shows a launch button, but only .ipynb pages can be launched"
+
+
+def test_mathjax_is_local_and_loaded_once(built_book):
+    for docname in toc_docnames():
+        srcs = script_srcs(page_html(built_book, docname))
+        mathjax = [s for s in srcs if "mathjax" in s.lower()]
+        if docname in CHAPTER_PAGES:
+            assert len(mathjax) == 1, f"{docname}: MathJax scripts {mathjax}"
+        for src in mathjax:
+            assert not re.match(r"(https?:)?//", src), f"{docname} loads MathJax from the network: {src}"
+            local = (built_book / Path(docname).parent / src.split("?")[0]).resolve()
+            assert local.is_file(), f"{docname}: {src} is not in the build"
+        remote = [s for s in srcs if re.match(r"(https?:)?//", s)]
+        assert not remote, f"{docname} loads scripts from the network: {remote}"
+
+
+@pytest.mark.parametrize("docname", CHAPTER_PAGES)
+def test_chapter_figures_are_png_images(built_book, docname):
+    page = page_html(built_book, docname)
+    srcs = re.findall(r"<img[^>]*\ssrc=\"([^\"]+)\"", page)
+    pngs = [s for s in srcs if s.endswith(".png")]
+    assert len(pngs) >= 2, f"{docname}: expected at least two executed figures, got {srcs}"
+    for src in pngs:
+        data = (built_book / Path(docname).parent / src).resolve().read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, f"{src} is not a real PNG figure"
+    # Every "Show solution" box shows the reference source it includes.
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
+    for name in re.findall(r":pyobject:\s*(\w+)", source_of(docname).read_text(encoding="utf-8")):
+        assert f"def {name}(" in text, f"{docname}: the solution box for {name} is empty"
+    # Executed cells printed nothing to stderr (warnings, deprecations) and raised nothing.
+    assert "output stderr" not in page and "output traceback" not in page, f"{docname}: a cell wrote to stderr"
+
+
+# ----------------------------------------------------------------------------- real browser
+
+# Injected by the test server into pages requested with ?probe: once MathJax is done and the
+# page has loaded, record each image's natural width on <body>, so --dump-dom shows it.
+PROBE = """<script>
+window.addEventListener("load", function () {
+  var done = function (status) {
+    document.body.setAttribute("data-mathjax", status);
+    document.body.setAttribute("data-images", JSON.stringify(
+      Array.from(document.images).map(function (i) { return [i.getAttribute("src"), i.naturalWidth]; })));
+  };
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    MathJax.startup.promise.then(function () { done("typeset"); }, function () { done("error"); });
+  } else { done("missing"); }
+});
+</script></body>"""
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    requests: list[tuple[str, int]] = []
+
+    def send_response(self, code, message=None):
+        self.requests.append((urlsplit(self.path).path, code))
+        super().send_response(code, message)
+
+    def log_message(self, *args):  # keep pytest's output clean
+        pass
+
+    def do_GET(self):
+        parts = urlsplit(self.path)
+        if parts.query == "probe" and parts.path.endswith(".html"):
+            body = (Path(self.directory) / parts.path.lstrip("/")).read_bytes()
+            body = body.replace(b"</body>", PROBE.encode(), 1)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            super().do_GET()
+
+
+@pytest.fixture(scope="session")
+def server(built_book):
+    handler = functools.partial(_Handler, directory=str(built_book))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Handler.requests
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def chromium(*args: str) -> str:
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(
+            f"headless Chromium is required for the browser tests but {CHROMIUM} was not found: "
+            "install it (Debian/Ubuntu: `apt-get install chromium`) or set CHROMIUM=/path/to/chromium"
+        )
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--hide-scrollbars", f"--user-data-dir={profile}", "--virtual-time-budget=15000", *args],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.parametrize("docname", CHAPTER_PAGES)
+def test_browser_typesets_math_and_loads_figures(server, docname, tmp_path):
+    base, requests = server
+    del requests[:]
+    dom = chromium("--dump-dom", f"{base}/{docname}.html?probe")
+
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    status = re.search(r'data-mathjax="([^"]*)"', body)
+    assert status and status.group(1) == "typeset", f"MathJax did not finish: {body[:300]}"
+
+    # Every math element became an mjx-container; no raw TeX is left in the text.
+    n_math = len(re.findall(r'class="math notranslate nohighlight"', dom))
+    n_mjx = len(re.findall(r"<mjx-container", dom))
+    assert n_math >= 3 and n_mjx >= n_math, f"{n_math} math elements, {n_mjx} typeset"
+    assert "<mjx-merror" not in dom and "data-mjx-error" not in dom, "MathJax reported an error"
+    text = re.sub(r"<(pre|script|style|code)\b.*?</\1>", "", dom, flags=re.S)
+    assert "\\(" not in text and "\\[" not in text, "raw TeX delimiters left in the page"
+
+    # Every image was decoded by the browser (naturalWidth > 0), among them the figures.
+    images = json.loads(html.unescape(re.search(r'data-images="([^"]*)"', body).group(1)))
+    figures = [(src, w) for src, w in images if src.endswith(".png") and "_images/" in src]
+    assert len(figures) >= 2 and all(w > 0 for _, w in figures), f"images in the browser: {images}"
+
+    # The browser fetched the figures and MathJax's fonts from our server, and nothing 404'd.
+    fetched = {path for path, code in requests if code == 200}
+    assert sum(p.startswith("/_images/") and p.endswith(".png") for p in fetched) >= 2, sorted(fetched)
+    assert any(p.endswith(".woff") for p in fetched), f"MathJax fonts were not loaded: {sorted(fetched)}"
+    # (browsers ask for /favicon.ico on their own; the book has none)
+    missing = sorted({path for path, code in requests if code >= 400 and path != "/favicon.ico"})
+    assert not missing, f"the page requested files that are not in the build: {missing}"
+
+    assert "colab.research.google.com" not in dom, "a page that is not a notebook links to Colab"
+
+    # A screenshot for humans: pytest's temp folder, or $BOOK_SCREENSHOT_DIR if set.
+    shot_dir = Path(os.environ.get("BOOK_SCREENSHOT_DIR") or tmp_path)
+    shot_dir.mkdir(parents=True, exist_ok=True)
+    shot = shot_dir / (docname.replace("/", "_") + ".png")
+    chromium(f"--screenshot={shot}", "--window-size=1280,2400", f"{base}/{docname}.html")
+    assert shot.read_bytes().startswith(b"\x89PNG"), "no screenshot"
+    print(f"screenshot: {shot}")
+
+
+@pytest.mark.parametrize("docname", NOTEBOOK_PAGES)
+def test_browser_sees_the_colab_link(server, docname):
+    base, _ = server
+    dom = chromium("--dump-dom", f"{base}/{docname}.html")
+    assert expected_colab_url(docname) in html.unescape(dom)
