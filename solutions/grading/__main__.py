@@ -1,11 +1,12 @@
-"""The instructor's command: ``python -m solutions.grading {setup,release} COURSE_DIR``.
+"""The instructor's command.
 
-    setup   COURSE_DIR   make the course directory (outside the clone) with its source notebooks
-    release COURSE_DIR   setup + nbgrader generate_assignment for every chapter
+    python -m solutions.grading setup   COURSE_DIR   course directory (outside the clone) + source notebooks
+    python -m solutions.grading release COURSE_DIR   setup + nbgrader generate_assignment, every chapter
+    python -m solutions.grading grade   COURSE_DIR   grade every submission, each in its own sandbox
 
-Then, in COURSE_DIR, nbgrader as usual: put the downloaded notebooks (or zips) in
-downloaded/<chapter>/archive/, and run `nbgrader zip_collect <chapter>`,
-`nbgrader autograde <chapter>`, `nbgrader generate_feedback <chapter>`, `nbgrader export`.
+Between release and grade, nbgrader as usual: put the downloaded notebooks (or zips) in
+downloaded/<chapter>/archive/ and run `nbgrader zip_collect <chapter>`. After grading,
+`nbgrader export` writes the grades; feedback is in feedback/<student>/<chapter>/.
 """
 
 from __future__ import annotations
@@ -20,10 +21,34 @@ from solutions.grading import course
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m solutions.grading", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["setup", "release"])
+    parser.add_argument("command", choices=["setup", "release", "grade"])
     parser.add_argument("course_dir", type=Path)
-    parser.add_argument("--chapter", action="append", choices=solutions.CHAPTERS, help="default: every chapter")
+    parser.add_argument("--chapter", "--assignment", action="append", choices=solutions.CHAPTERS,
+                        help="default: every chapter")
+    parser.add_argument("--student", action="append", help="grade only these students (default: all)")
+    parser.add_argument("--workers", type=int, default=1, help="submissions graded at once (default 1)")
     args = parser.parse_args(argv)
+    if args.command == "grade":
+        from solutions.grading import batch, grader, sandbox
+
+        path = args.course_dir.expanduser().resolve()
+        settings = grader.Settings()
+        if sandbox.sandbox_ids() is not None or __import__("os").geteuid() == 0:
+            try:
+                sandbox.ensure_sandbox_user(count=max(1, args.workers))
+            except sandbox.SandboxError as exc:
+                print(f"note: {exc}", file=sys.stderr)
+        settings.method = batch.preflight(path, settings)
+        print(f"Sandbox: {settings.method}", file=sys.stderr)
+        failed = 0
+        for chapter in args.chapter or solutions.CHAPTERS:
+            if not (path / "release" / chapter).is_dir():
+                continue
+            results = batch.grade_assignment(path, chapter, workers=args.workers, students=args.student, settings=settings)
+            attention = [r["student"] for r in results if r["status"] != "graded"]
+            print(f"{chapter}: {len(results)} graded, {len(attention)} need attention{': ' + ', '.join(attention) if attention else ''}")
+            failed += len(attention)
+        return 0
     path = course.setup(args.course_dir, args.chapter)
     if args.command == "release":
         course.release(path, args.chapter)
