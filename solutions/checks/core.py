@@ -328,10 +328,15 @@ def _tensor_values_differ(actual: torch.Tensor, expected: torch.Tensor, where: s
     )
 
 
-def compare(spec: Spec, cases: list[Case], outcomes: list[Outcome], expected: list[Outcome]) -> None:
-    """Raise :class:`CheckFailure` with a plain sentence at the first case that does not match."""
+def compare(
+    spec: Spec, cases: list[Case], outcomes: list[Outcome], expected: list[Outcome], *, hidden: bool = False
+) -> None:
+    """Raise :class:`CheckFailure` with a plain sentence at the first case that does not match.
+
+    ``hidden``: the inputs are the grader's secret ones, so messages do not show them.
+    """
     for case, got, want in zip(cases, outcomes, expected):
-        on = f" on {case.label}" if case.label else ""
+        on = " on a hidden test input" if hidden else f" on {case.label}" if case.label else ""
         if got.error is not None and got.error[0] == "NotImplementedError":
             raise NotImplementedYet(
                 f"{spec.name} is not implemented yet: replace `raise NotImplementedError()` "

@@ -100,6 +100,8 @@ def scan(source: str, cell: int, *, reference_modules: set[str]) -> list[Finding
                     check_module(node, f"solutions.{alias.name}")
         elif isinstance(node, ast.Name) and node.id in NAMES:
             add(node, NAMES[node.id])
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id in ("check", "solutions"):
+            add(node, f"rebinds the course's checker or package ({node.id})")
         elif isinstance(node, ast.Attribute):
             if node.attr in NAMES:
                 add(node, NAMES[node.attr])
