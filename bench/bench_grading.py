@@ -1,0 +1,112 @@
+"""Grading speed: a class of 30 students x every chapter notebook, with 1 and 2 workers.
+
+    python bench/bench_grading.py [--students 30] [--baseline 3]
+
+Prints, with the load average beside every figure: seconds per notebook (median, 90th
+percentile) and for the class, for 1 and 2 workers, each graded in its own sandbox; and, as a
+baseline measured in the same run, stock `nbgrader autograde` on a few of the same notebooks.
+The class is a realistic mix: 60% solved, 20% untouched stubs, 20% with one wrong exercise.
+Targets (issue 3): median <= 5 s per notebook; 30 students x 6 chapters <= 10 minutes with 2 workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import solutions  # noqa: E402
+from solutions.checks.tokenization import _merge_without_skipping  # noqa: E402
+from solutions.grading import batch, course, grader, sandbox  # noqa: E402
+from solutions.notebooks import read_notebook, solved_notebook  # noqa: E402
+
+
+def load() -> str:
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
+
+
+def make_class(course_dir: Path, chapter: str, students: int) -> None:
+    released = read_notebook(course_dir / "release" / chapter / f"{chapter}.ipynb")
+    solved = solved_notebook(released, chapter)
+    wrong = nbformat.from_dict(json.loads(json.dumps(solved)))
+    for cell in wrong.cells:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "merge":
+            cell.source = inspect.getsource(_merge_without_skipping).replace("_merge_without_skipping", "merge")
+    for i in range(students):
+        nb = released if i % 5 == 1 else wrong if i % 5 == 3 else solved
+        folder = course_dir / "submitted" / f"student{i:02d}" / chapter
+        folder.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, folder / f"{chapter}.ipynb")
+
+
+def grade_class(course_dir: Path, workers: int) -> tuple[float, list[float]]:
+    shutil.rmtree(course_dir / "graded", ignore_errors=True)
+    start = time.perf_counter()
+    per_notebook = []
+    for chapter in solutions.CHAPTERS:
+        results = batch.grade_assignment(course_dir, chapter, workers=workers, progress=False)
+        per_notebook += [r["seconds"] for r in results]
+    return time.perf_counter() - start, per_notebook
+
+
+def stock_nbgrader(course_dir: Path, chapter: str, n: int) -> list[float]:
+    """Stock `nbgrader autograde`, one student at a time, as an instructor would run it."""
+    times = []
+    for i in range(n):
+        student = f"student{i:02d}"
+        start = time.perf_counter()
+        result = course.nbgrader(course_dir, "autograde", chapter, "--student", student, "--force", check=False)
+        times.append(time.perf_counter() - start)
+        if result.returncode != 0:
+            print(result.stdout[-2000:], result.stderr[-2000:])
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--students", type=int, default=30)
+    parser.add_argument("--baseline", type=int, default=3, help="notebooks graded by stock nbgrader")
+    args = parser.parse_args()
+    print(f"{len(solutions.CHAPTERS)} chapter(s): {', '.join(solutions.CHAPTERS)}; {args.students} students; "
+          f"{os.cpu_count()} CPUs; sandbox methods: {sandbox.available_methods()}")
+    sandbox.ensure_sandbox_user(count=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        course_dir = course.setup(Path(tmp) / "course")
+        course.release(course_dir)
+        for chapter in solutions.CHAPTERS:
+            make_class(course_dir, chapter, args.students)
+        notebooks = args.students * len(solutions.CHAPTERS)
+
+        baseline = stock_nbgrader(course_dir, solutions.CHAPTERS[0], args.baseline) if args.baseline else []
+        if baseline:
+            print(f"stock nbgrader autograde: median {statistics.median(baseline):.2f} s per notebook "
+                  f"(n={len(baseline)})   [{load()}]")
+
+        rows = {}
+        for workers in (1, 2):
+            wall, per = grade_class(course_dir, workers)
+            rows[workers] = wall
+            per.sort()
+            p90 = per[min(len(per) - 1, int(0.9 * len(per)))]
+            print(f"{workers} worker(s): class of {notebooks} notebooks in {wall:.1f} s = {wall / notebooks:.2f} s per "
+                  f"notebook of wall time; per notebook median {statistics.median(per):.2f} s, p90 {p90:.2f} s   [{load()}]")
+        six = rows[2] / len(solutions.CHAPTERS) * 6
+        print(f"projected for {args.students} students x 6 chapters with 2 workers: {six / 60:.1f} min (target <= 10 min)")
+        if baseline:
+            print(f"speed-up over stock nbgrader, median per notebook: "
+                  f"{statistics.median(baseline) / (rows[1] / notebooks):.1f}x with 1 worker")
+
+
+if __name__ == "__main__":
+    main()
