@@ -7,6 +7,7 @@ them gives back the committed stubs, which is what learners already have from th
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,11 @@ def setup(course_dir: Path, chapters: list[str] | None = None) -> Path:
 def nbgrader(course_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run an nbgrader command in the course directory (where it finds nbgrader_config.py)."""
     command = [sys.executable, "-m", "nbgrader", *args]
-    return subprocess.run(command, cwd=course_dir, check=check, text=True, capture_output=True)
+    # nbgrader runs helper programs (alembic) by name: find them next to this interpreter even
+    # when its environment is not activated
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    return subprocess.run(command, cwd=course_dir, check=check, text=True, capture_output=True, env=env)
 
 
 def release(course_dir: Path, chapters: list[str] | None = None) -> None:
