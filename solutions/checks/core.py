@@ -207,6 +207,7 @@ def run(fn: Callable, cases: list[Case]) -> list[Outcome]:
 
     ``NotImplementedError`` is recorded like any other exception; the caller decides.
     """
+    __tracebackhide__ = True  # a learner's traceback starts at their own code
     outcomes = []
     for case in cases:
         args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
