@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import solutions  # noqa: E402
 from solutions.checks.tokenization import _merge_without_skipping  # noqa: E402
-from solutions.grading import batch, course, grader, sandbox  # noqa: E402
+from solutions.grading import batch, course, sandbox  # noqa: E402
 from solutions.notebooks import read_notebook, solved_notebook  # noqa: E402
 
 

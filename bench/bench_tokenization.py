@@ -117,7 +117,7 @@ def main() -> None:
     t_fast = median_time(lambda: fast.train(piece, vocab_size), args.runs)
     assert fast.merges == naive, "fast trainer disagrees with train_bpe"
     report(f"train_bpe (naive), vocab {vocab_size}, first 100,000 chars, 1 run", f"{t_naive:.2f} s")
-    report(f"BPETokenizer(pattern=None).train, same input", f"{t_fast:.2f} s")
+    report("BPETokenizer(pattern=None).train, same input", f"{t_fast:.2f} s")
 
     # --- encoding ----------------------------------------------------------------------------
     print()

@@ -7,8 +7,6 @@ another's, no wrong answer earns a point, and every correct answer still earns f
 
 import inspect
 import json
-import os
-import shutil
 import subprocess
 import textwrap
 from pathlib import Path

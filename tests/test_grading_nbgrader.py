@@ -94,3 +94,24 @@ def test_feedback_names_the_failed_check(graded):
     (html,) = (course_dir / "feedback" / "carol" / CHAPTER).glob("*.html")
     text = html.read_text()
     assert "after replacing a pair, skip both of its ids" in text
+
+
+def test_sandboxed_grade_command_agrees_and_export_still_works(graded, tmp_path):
+    """`python -m solutions.grading grade` on the same collected submissions: same scores."""
+    import subprocess
+    import sys
+
+    course_dir, stock = graded
+    result = subprocess.run(
+        [sys.executable, "-m", "solutions.grading", "grade", str(course_dir), "--workers", "2"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "01_tokenization: 3 graded, 0 need attention" in result.stdout
+    assert "3/3" in result.stderr  # the progress bar
+    export = course.nbgrader(course_dir, "export", "--to", str(tmp_path / "ours.csv"), check=False)
+    assert export.returncode == 0, export.stderr
+    with open(tmp_path / "ours.csv") as f:
+        ours = {row["student_id"]: row["score"] for row in csv.DictReader(f)}
+    assert ours == {student: row["score"] for student, row in stock.items()}
+    assert (course_dir / "graded" / CHAPTER / "carol.json").is_file()

@@ -12,6 +12,7 @@ downloaded/<chapter>/archive/ and run `nbgrader zip_collect <chapter>`. After gr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -33,21 +34,19 @@ def main(argv: list[str] | None = None) -> int:
 
         path = args.course_dir.expanduser().resolve()
         settings = grader.Settings()
-        if sandbox.sandbox_ids() is not None or __import__("os").geteuid() == 0:
+        if sandbox.sandbox_ids() is not None or os.geteuid() == 0:
             try:
                 sandbox.ensure_sandbox_user(count=max(1, args.workers))
             except sandbox.SandboxError as exc:
                 print(f"note: {exc}", file=sys.stderr)
         settings.method = batch.preflight(path, settings)
         print(f"Sandbox: {settings.method}", file=sys.stderr)
-        failed = 0
         for chapter in args.chapter or solutions.CHAPTERS:
             if not (path / "release" / chapter).is_dir():
                 continue
             results = batch.grade_assignment(path, chapter, workers=args.workers, students=args.student, settings=settings)
             attention = [r["student"] for r in results if r["status"] != "graded"]
             print(f"{chapter}: {len(results)} graded, {len(attention)} need attention{': ' + ', '.join(attention) if attention else ''}")
-            failed += len(attention)
         return 0
     path = course.setup(args.course_dir, args.chapter)
     if args.command == "release":

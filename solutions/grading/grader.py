@@ -20,16 +20,14 @@ dict; :mod:`.batch` writes it atomically and records it in the gradebook.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import hmac
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,7 @@ import nbformat
 import solutions
 from solutions.checks import SPECS
 from solutions.checks import wire
-from solutions.checks.core import Case, CheckFailure, Outcome, compare, exact_math, run
+from solutions.checks.core import Case, CheckFailure, compare, exact_math, run
 from solutions.grading import sandbox
 from solutions.grading.suspicious import scan
 from solutions.notebooks import DEMO_TAG, chapter_module_name

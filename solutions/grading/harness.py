@@ -87,9 +87,7 @@ def _shell():
     """An IPython shell without a kernel: cells get magics and `display`, and no ZMQ start-up."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    shell = InteractiveShell.instance()
-    shell.colors = "nocolor" if hasattr(shell, "colors") else None
-    return shell
+    return InteractiveShell.instance()
 
 
 def run_cell(shell, source: str, timeout: float) -> tuple[bool, list | None, str]:
