@@ -80,7 +80,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{len(solutions.CHAPTERS)} chapter(s): {', '.join(solutions.CHAPTERS)}; {args.students} students; "
           f"{os.cpu_count()} CPUs; sandbox methods: {sandbox.available_methods()}")
-    sandbox.ensure_sandbox_user(count=2)
+    if os.geteuid() == 0:
+        sandbox.ensure_sandbox_user(count=2)
     with tempfile.TemporaryDirectory() as tmp:
         course_dir = course.setup(Path(tmp) / "course")
         course.release(course_dir)

@@ -7,6 +7,7 @@ another's, no wrong answer earns a point, and every correct answer still earns f
 
 import inspect
 import json
+import os
 import subprocess
 import textwrap
 from pathlib import Path
@@ -167,7 +168,8 @@ def graded(tmp_path_factory):
     course_dir = course.setup(root / "course", [CHAPTER])
     course.release(course_dir, [CHAPTER])
     released = read_notebook(course_dir / "release" / CHAPTER / f"{CHAPTER}.ipynb")
-    sandbox.ensure_sandbox_user(count=2)
+    if os.geteuid() == 0:  # two sandbox users, so that two workers really run at once
+        sandbox.ensure_sandbox_user(count=2)
 
     def put(student, content, name=f"{CHAPTER}.ipynb"):
         folder = course_dir / "submitted" / student / CHAPTER
