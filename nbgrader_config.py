@@ -1,8 +1,12 @@
 """nbgrader configuration of the course.
 
-Do not grade inside the clone: `python -m solutions.grading setup COURSE_DIR` makes a course
-directory elsewhere, copies this file into it and writes the source notebooks there. nbgrader
-reads this file from the directory it runs in, so every path below is relative to that copy.
+Grade outside the clone: `python -m solutions.grading setup COURSE_DIR` makes a course directory
+elsewhere, copies this file into it and writes the source notebooks there. nbgrader reads this
+file from the directory it runs in, so the paths below are relative to that copy.
+
+Jupyter's nbgrader extensions also read this file when a learner starts `jupyter lab` in the
+clone, so there it must do nothing drastic: it leaves the course root unset (nbgrader's default,
+the current directory, which has no source/ folder to release from).
 """
 
 import os
@@ -10,17 +14,13 @@ import os
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
 root = os.path.dirname(os.path.abspath(__file__))
-if os.path.isdir(os.path.join(root, "solutions")):
-    raise SystemExit(
-        "This is the course repository, not a course directory. Run\n"
-        "    python -m solutions.grading setup ~/transformer-course-grading\n"
-        "and run nbgrader there."
-    )
+in_clone = os.path.isdir(os.path.join(root, "solutions"))
 
 c.CourseDirectory.course_id = "transformer-course"
-c.CourseDirectory.root = root
-c.CourseDirectory.db_url = "sqlite:///" + os.path.join(root, "gradebook.db")
-c.Exchange.root = os.path.join(root, "exchange")  # unused (no JupyterHub); keeps nbgrader off /srv
+if not in_clone:
+    c.CourseDirectory.root = root
+    c.CourseDirectory.db_url = "sqlite:///" + os.path.join(root, "gradebook.db")
+    c.Exchange.root = os.path.join(root, "exchange")  # unused (no JupyterHub); keeps nbgrader off /srv
 
 # The stub body nbgrader writes in place of a solution; the committed stubs use exactly this.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
