@@ -47,6 +47,10 @@ def graded(tmp_path_factory):
     archive.mkdir(parents=True)
     # alice: a real Colab download, renamed by Colab ("Copy of ...") and by the LMS (name prefix)
     shutil.copyfile(COLAB_DOWNLOAD, archive / f"alice_{COLAB_DOWNLOAD.name}")
+    # dave: the same download after an editor dropped the notebook's metadata (no course.chapter)
+    download = json.loads(COLAB_DOWNLOAD.read_text())
+    download["metadata"] = {}
+    (archive / "dave_Copy of Copy of 01_tokenization.ipynb").write_text(json.dumps(download))
     # bob: handed in the untouched stub
     nbformat.write(stub, archive / "bob_01_tokenization.ipynb")
     # carol: all correct but merge, in a zip as an LMS bulk download makes it
@@ -75,7 +79,7 @@ def test_course_directory_is_outside_the_clone(graded):
 
 def test_renamed_downloads_are_collected_under_the_canonical_name(graded):
     course_dir, _ = graded
-    for student in ("alice", "bob", "carol"):
+    for student in ("alice", "bob", "carol", "dave"):
         assert (course_dir / "submitted" / student / CHAPTER / f"{CHAPTER}.ipynb").is_file(), student
     assert not list((course_dir / "submitted").glob("*/*/*.txt"))
 
@@ -85,6 +89,7 @@ def test_scores_full_zero_and_one_exercise_lost(graded):
     total = sum(spec.points for spec in SPECS.values() if spec.chapter == CHAPTER)
     assert float(grades["alice"]["max_score"]) == total
     assert float(grades["alice"]["score"]) == total
+    assert float(grades["dave"]["score"]) == total
     assert float(grades["bob"]["score"]) == 0
     assert float(grades["carol"]["score"]) == total - SPECS["merge"].points
 
@@ -107,8 +112,8 @@ def test_sandboxed_grade_command_agrees_and_export_still_works(graded, tmp_path)
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "01_tokenization: 3 graded, 0 need attention" in result.stdout
-    assert "3/3" in result.stderr  # the progress bar
+    assert "01_tokenization: 4 graded, 0 need attention" in result.stdout
+    assert "4/4" in result.stderr  # the progress bar
     export = course.nbgrader(course_dir, "export", "--to", str(tmp_path / "ours.csv"), check=False)
     assert export.returncode == 0, export.stderr
     with open(tmp_path / "ours.csv") as f:

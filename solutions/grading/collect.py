@@ -15,15 +15,47 @@ from typing import Optional
 from nbgrader.plugins.zipcollect import FileNameCollectorPlugin
 
 
-def notebook_chapter_of(path: str) -> Optional[str]:
-    """The course chapter a notebook file belongs to, or None if it is not a course notebook."""
+def _load(path: str) -> Optional[dict]:
     try:
         with open(path, encoding="utf-8") as f:
-            course = json.load(f).get("metadata", {}).get("course", {})
-    except (OSError, ValueError, AttributeError):
+            data = json.load(f)
+    except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
+
+
+def notebook_chapter_of(path: str) -> Optional[str]:
+    """The course chapter a notebook file belongs to, or None if it is not a course notebook."""
+    data = _load(path) or {}
+    course = data.get("metadata", {}).get("course", {}) if isinstance(data.get("metadata"), dict) else {}
     chapter = course.get("chapter") if isinstance(course, dict) else None
     return chapter if isinstance(chapter, str) else None
+
+
+def _check_cells(data: dict) -> set[str]:
+    """Grade ids and sources of a notebook's check cells: what survives an editor that drops metadata."""
+    found = set()
+    for cell in data.get("cells", []) if isinstance(data.get("cells"), list) else []:
+        if not isinstance(cell, dict):
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else str(source)
+        if source.strip().startswith("check."):
+            found.add(source.strip())
+        meta = cell.get("metadata", {})
+        grade = meta.get("nbgrader", {}) if isinstance(meta, dict) else {}
+        if isinstance(grade, dict) and grade.get("grade") and isinstance(grade.get("grade_id"), str):
+            found.add(grade["grade_id"])
+    return found
+
+
+def looks_like(path: str, released_path: str) -> bool:
+    """Whether a notebook without course metadata holds most of a released notebook's check cells."""
+    data, released = _load(path), _load(released_path)
+    if not data or not released:
+        return False
+    wanted = _check_cells(released)
+    return bool(wanted) and len(wanted & _check_cells(data)) >= len(wanted) / 2
 
 
 class CourseCollector(FileNameCollectorPlugin):
@@ -34,6 +66,9 @@ class CourseCollector(FileNameCollectorPlugin):
             return None
         assignment = self.parent.coursedir.assignment_id
         chapter = notebook_chapter_of(submitted_file)
+        released = self.parent.coursedir.format_path(self.parent.coursedir.release_directory, ".", assignment)
+        if chapter is None and looks_like(submitted_file, os.path.join(released, f"{assignment}.ipynb")):
+            chapter = assignment  # an editor dropped the notebook's metadata; its check cells say which
         if chapter is None:
             self.log.warning("Skipped %s: not a course notebook (no metadata.course.chapter)", submitted_file)
             return None
