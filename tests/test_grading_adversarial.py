@@ -101,6 +101,7 @@ def _cases(released, course_dir):
         "damage_edited_check_cell": (_edit(solved(), _check_index(solved(), "merge"), "print('all tests pass')"), FULL, "graded"),
         "damage_deleted_setup_cell": (_delete(solved(), 1), FULL, "graded"),
         "damage_edited_setup_cell": (_edit(solved(), 1, "raise SystemExit('no setup for me')"), FULL, "graded"),
+        "damage_setup_cell_of_another_release": (_older_setup(solved()), FULL, "graded"),
         "damage_huge_outputs": (_huge_outputs(solved()), ZERO, "needs_attention"),
         "damage_renamed_file": (solved(), FULL, "graded"),  # saved under another name, see below
         # -- active cheating --
@@ -146,6 +147,16 @@ def _delete_checks(nb):
 
 def _edit(nb, index, source):
     nb.cells[index].source = source
+    return nb
+
+
+def _older_setup(nb):
+    """The set-up cell as an older release wrote it, under a new id (Colab drops cell ids)."""
+    cell = nb.cells[1]
+    cell.source = cell.source.replace("import importlib, importlib.util, pathlib, subprocess, sys",
+                                      "import importlib\nimport importlib.util\nimport pathlib, subprocess, sys")
+    cell.source = cell.source.replace("ready.", "is ready to use.").replace("0.1.0", "0.0.9")
+    cell.id = "a1b2c3d4"
     return nb
 
 
@@ -255,6 +266,7 @@ def test_feedback_says_why_without_hidden_inputs(graded):
     assert any("not valid JSON" in r for r in results["damage_not_json"]["reasons"])
     assert any("MB" in r for r in results["damage_huge_outputs"]["reasons"])
     assert any("restored" in n for n in results["damage_edited_setup_cell"]["notes"])
+    assert any("restored" in n for n in results["damage_setup_cell_of_another_release"]["notes"])
     assert any("reference" in f for f in results["cheat_import_reference"]["flags"])
     assert any("IPython" in f for f in results["cheat_input_transformer"]["flags"])
     assert any("stopped and skipped" in n for n in results["fault_loop_ignoring_interrupts"]["notes"])

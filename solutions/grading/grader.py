@@ -20,6 +20,7 @@ dict; :mod:`.batch` writes it atomically and records it in the gradebook.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import hmac
 import json
@@ -161,8 +162,11 @@ def build_program(released: Released, nb: nbformat.NotebookNode) -> tuple[list[d
             continue  # a demonstration, or a released cell as released (ran in the prelude)
         original = released.cells_by_id.get(cell_id)
         is_answer = bool(nbgrader_meta.get("solution"))
-        if original is not None and not original.get("metadata", {}).get("nbgrader", {}).get("solution") and not is_answer:
-            notes.append(f"cell {index + 1} is a course cell that was edited; it was restored as released")
+        course_cell = original is not None and not original.get("metadata", {}).get("nbgrader", {}).get("solution")
+        if not is_answer and (course_cell or _resembles(source, released.sources)):
+            # a course cell (set-up, imports, demonstration) that was edited, or comes from another
+            # release of the notebook: the released version is what runs
+            notes.append(f"cell {index + 1} is a course cell that was changed; it was restored as released")
             continue
         if is_answer:
             grade_id = str(nbgrader_meta.get("grade_id"))
@@ -174,6 +178,18 @@ def build_program(released: Released, nb: nbformat.NotebookNode) -> tuple[list[d
     for answer in missing:
         notes.append(f"the answer cell of {answer} is missing (deleted?); its function may still be defined elsewhere")
     return cells, notes, set(answers_seen)
+
+
+def _resembles(source: str, course_sources: set[str], threshold: float = 0.75) -> bool:
+    """Whether a cell is mostly one of the course's own cells (its ids may have been lost)."""
+    text = source.strip()
+    if not text:
+        return False
+    for course in course_sources:
+        matcher = difflib.SequenceMatcher(None, text, course, autojunk=False)
+        if matcher.real_quick_ratio() >= threshold and matcher.quick_ratio() >= threshold and matcher.ratio() >= threshold:
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------
