@@ -116,6 +116,8 @@ def _cases(released, course_dir):
         "cheat_read_sources": (with_code_after(wrong(solved()), "merge", f"print(open({str(source_nb)!r}).read()[:100])"), all_but("merge"), "needs_attention"),
         "cheat_import_reference": (with_answer(solved(), "merge", "from solutions.tokenization import merge"), FULL, "needs_attention"),
         "cheat_leave_process_running": (with_code_after(solved(), "merge", "import subprocess\nsubprocess.Popen(['sleep', '600'], start_new_session=True)"), FULL, "needs_attention"),
+        "cheat_progress_becomes_fifo": (with_code_after(wrong(solved()), "merge", "import os\nos.remove('.progress.jsonl')\nos.mkfifo('.progress.jsonl')"), all_but("merge"), "needs_attention"),
+        "cheat_progress_becomes_symlink": (with_code_after(wrong(solved()), "merge", f"import os\nos.remove('.progress.jsonl')\nos.symlink({str(gradebook)!r}, '.progress.jsonl')"), all_but("merge"), "needs_attention"),
         "cheat_forge_progress": (with_code_after(wrong(solved()), "merge", "import glob, json\nfor p in glob.glob('.progress*'):\n    open(p, 'a').write(json.dumps({'event': 'end', 'step': 'exercise', 'name': 'merge', 'outcomes': []}) + '\\n')"), all_but("merge"), "needs_attention"),
     }
 

@@ -223,13 +223,42 @@ LAUNCH = (
 )
 
 
-def _read_progress(path: Path) -> list[dict]:
+MAX_PROGRESS_BYTES = 64 * 2**20
+
+
+class ProgressFile:
+    """The harness's progress records, read through a descriptor opened before the run.
+
+    The scratch folder is the student's: by the time the run ends, the path may be a symlink to
+    the gradebook, a FIFO that blocks a reader forever, or huge. Reading the inode the harness
+    writes to, through our own descriptor, with a size cap, sidesteps all three."""
+
+    def __init__(self, path: Path) -> None:
+        path.touch(mode=0o600)
+        self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        self.offset = 0  # how far read_new() has got
+
+    def _read(self, start: int) -> bytes:
+        size = min(os.fstat(self.fd).st_size, MAX_PROGRESS_BYTES)
+        return os.pread(self.fd, max(0, size - start), start) if size > start else b""
+
+    def read_new(self) -> list[dict]:
+        """Complete records written since the last call."""
+        chunk = self._read(self.offset)
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        return _parse(complete)
+
+    def read_all(self) -> list[dict]:
+        return _parse(self._read(0))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _parse(data: bytes) -> list[dict]:
     events = []
-    try:
-        lines = path.read_bytes().splitlines()
-    except OSError:
-        return events
-    for line in lines:
+    for line in data.splitlines():
         try:
             record = json.loads(line)
         except ValueError:
@@ -263,7 +292,8 @@ def execute(cells: list[dict], exercises: list[dict], settings: Settings, deadli
             scratch = Path(tmp) / "scratch"
             scratch.mkdir()
             os.chmod(tmp, 0o755)
-            progress = scratch / ".progress.jsonl"
+            path = scratch / ".progress.jsonl"
+            progress = ProgressFile(path)
             job = {
                 "cells": [{"index": c["index"], "source": c["source"]} for c in todo_cells],
                 "exercises": todo_exercises,
@@ -272,7 +302,7 @@ def execute(cells: list[dict], exercises: list[dict], settings: Settings, deadli
             }
             watch = _Watchdog(progress, settings)
             result = sandbox.run_sandboxed(
-                [sys.executable, "-I", "-c", LAUNCH.format(path=package_parent, progress=str(progress))],
+                [sys.executable, "-I", "-c", LAUNCH.format(path=package_parent, progress=str(path))],
                 scratch,
                 sandbox.Limits(
                     wall_s=remaining,
@@ -286,7 +316,8 @@ def execute(cells: list[dict], exercises: list[dict], settings: Settings, deadli
                 watchdog=watch,
             )
             method = result.method
-            events = _read_progress(progress)
+            events = progress.read_all()
+            progress.close()
         open_step = None
         for event in events:
             if event["event"] == "start":
@@ -326,36 +357,20 @@ class _Watchdog:
 
     GRACE_S = 5.0
 
-    def __init__(self, progress: Path, settings: Settings) -> None:
+    def __init__(self, progress: ProgressFile, settings: Settings) -> None:
         self.progress, self.settings = progress, settings
         self.started = time.monotonic()
         self.step_started: float | None = None
         self.step: dict | None = None
-        self.offset = 0
         self.fired: str | None = None
 
     def __call__(self) -> bool:
         now = time.monotonic()
-        try:
-            with open(self.progress, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read()
-        except OSError:
-            chunk = b""
-        if chunk:
-            complete = chunk[: chunk.rfind(b"\n") + 1]
-            self.offset += len(complete)
-            for line in complete.splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(record, dict):
-                    continue
-                if record.get("event") == "start":
-                    self.step, self.step_started = record, now
-                elif record.get("event") in ("end", "ready"):
-                    self.step, self.step_started = None, now
+        for record in self.progress.read_new():
+            if record["event"] == "start":
+                self.step, self.step_started = record, now
+            elif record["event"] in ("end", "ready"):
+                self.step, self.step_started = None, now
         if self.step is None:
             limit = self.settings.startup_s if self.step_started is None else self.settings.cell_timeout_s
             since = self.started if self.step_started is None else self.step_started
