@@ -177,10 +177,14 @@ def source_notebook(stub: nbformat.NotebookNode, chapter: str) -> nbformat.Noteb
     return _derive(stub, chapter, markers=True)
 
 
-def notebook_chapter(nb: nbformat.NotebookNode) -> str | None:
-    """The chapter a notebook belongs to, from its metadata (survives renamed copies)."""
-    course = nb.get("metadata", {}).get("course", {})
-    return course.get("chapter") if isinstance(course, dict) else None
+def notebook_chapter(nb: dict) -> str | None:
+    """The chapter a notebook belongs to, from its metadata (survives renamed copies).
+
+    Works on a NotebookNode or on raw JSON of unknown shape (a submission may be damaged)."""
+    metadata = nb.get("metadata") if isinstance(nb, dict) else None
+    course = metadata.get("course") if isinstance(metadata, dict) else None
+    chapter = course.get("chapter") if isinstance(course, dict) else None
+    return chapter if isinstance(chapter, str) else None
 
 
 # --------------------------------------------------------------------------------------------

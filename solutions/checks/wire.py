@@ -52,8 +52,6 @@ def encode(value: Any, _depth: int = 0, _budget: _Budget | None = None) -> Any:
         raise ValueError("the value is nested too deeply to check")
     if value is None or value is True or value is False:
         return value
-    if isinstance(value, bool):  # a bool subclass cannot exist, but be explicit
-        return bool(value)
     if isinstance(value, int):
         return int.__int__(value)
     if isinstance(value, float):

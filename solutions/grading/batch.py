@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -218,8 +219,6 @@ def preflight(course_dir: Path, settings: grader.Settings) -> str:
             "a separate user). Set GRADER_ALLOW_UNSANDBOXED=1 to grade without isolation anyway."
         )
     os.chmod(course_dir, 0o700)
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)
         scratch = Path(tmp) / "probe"

@@ -14,6 +14,8 @@ from typing import Optional
 
 from nbgrader.plugins.zipcollect import FileNameCollectorPlugin
 
+from solutions.notebooks import notebook_chapter
+
 
 def _load(path: str) -> Optional[dict]:
     try:
@@ -26,10 +28,7 @@ def _load(path: str) -> Optional[dict]:
 
 def notebook_chapter_of(path: str) -> Optional[str]:
     """The course chapter a notebook file belongs to, or None if it is not a course notebook."""
-    data = _load(path) or {}
-    course = data.get("metadata", {}).get("course", {}) if isinstance(data.get("metadata"), dict) else {}
-    chapter = course.get("chapter") if isinstance(course, dict) else None
-    return chapter if isinstance(chapter, str) else None
+    return notebook_chapter(_load(path) or {})
 
 
 def _check_cells(data: dict) -> set[str]:

@@ -40,7 +40,7 @@ from solutions.checks import wire
 from solutions.checks.core import Case, CheckFailure, compare, exact_math, run
 from solutions.grading import sandbox
 from solutions.grading.suspicious import scan
-from solutions.notebooks import DEMO_TAG, chapter_module_name
+from solutions.notebooks import DEMO_TAG, chapter_module_name, notebook_chapter
 
 RESULT_VERSION = 1
 
@@ -143,8 +143,8 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def build_program(released: Released, nb: nbformat.NotebookNode) -> tuple[list[dict], list[str], set[str]]:
-    """(cells to run, notes for the feedback, answer ids present). Check cells are never run."""
+def build_program(released: Released, nb: nbformat.NotebookNode) -> tuple[list[dict], list[str]]:
+    """(cells to run, notes for the feedback). Check cells are never run."""
     cells = [{"index": -1 - i, "source": source, "released": True} for i, source in enumerate(released.prelude)]
     notes: list[str] = []
     answers_seen: dict[str, int] = {}
@@ -177,7 +177,7 @@ def build_program(released: Released, nb: nbformat.NotebookNode) -> tuple[list[d
     missing = [e.answer_id for e in released.exercises if e.answer_id not in answers_seen]
     for answer in missing:
         notes.append(f"the answer cell of {answer} is missing (deleted?); its function may still be defined elsewhere")
-    return cells, notes, set(answers_seen)
+    return cells, notes
 
 
 def _resembles(source: str, course_sources: set[str], threshold: float = 0.75) -> bool:
@@ -433,10 +433,10 @@ def grade(submission: Submission, released: Released, secret: bytes, settings: S
         result["seconds"] = round(time.monotonic() - start, 2)
         return result
 
-    chapter = nb.metadata.get("course", {}).get("chapter") if isinstance(nb.metadata.get("course"), dict) else None
+    chapter = notebook_chapter(nb)
     if chapter not in (None, submission.assignment):
         result["flags"].append(f"the notebook's metadata says chapter {chapter!r}, but it was handed in for {submission.assignment}")
-    cells, notes, _ = build_program(released, nb)
+    cells, notes = build_program(released, nb)
     result["notes"].extend(notes)
 
     graded_modules = {f"solutions.{chapter_module_name(submission.assignment)}", "solutions.checks", "solutions.grading"}

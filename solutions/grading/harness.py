@@ -34,7 +34,7 @@ from solutions.checks.core import run as _run
 from solutions.checks.core import with_references as _with_references
 from solutions.checks import wire as _wire
 
-_dumps, _loads, _encode, _decode = json.dumps, json.loads, _wire.encode, _wire.decode
+_dumps, _loads, _decode = json.dumps, json.loads, _wire.decode
 _outcome_to_wire = _wire.outcome_to_wire
 _monotonic, _write, _fsync = time.monotonic, os.write, os.fsync
 
