@@ -30,7 +30,8 @@ import json
 import os
 from collections import Counter
 from importlib import resources
-from typing import TYPE_CHECKING, Iterable, Union
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence, Union
 
 import regex  # the `re` module has no \p{L} (any letter) classes, which GPT-2's pattern needs
 
@@ -203,6 +204,11 @@ def compression_ratio(text: str, ids: list[int]) -> float:
 
 _FORMAT = "transformer-course-bpe-v1"  # first field of a saved tokenizer
 
+# Chunks of fewer bytes than this are encoded by rescanning, like `encode`: for the few bytes of
+# a word, one pass over a short list is cheaper than building a heap. Longer chunks use the heap
+# (`_encode_chunk_heap`), which stays O(n log n) however long the chunk is.
+_HEAP_MIN_BYTES = 48
+
 
 class Tokenizer:
     """A byte-level BPE tokenizer: merges, the vocabulary they give, and special tokens.
@@ -215,7 +221,12 @@ class Tokenizer:
         base_bytes: the byte each id 0..255 stands for. bytes(range(256)) for tokenizers
             trained here; GPT-2 numbers its bytes in another order (printable ones first).
 
-    The base class only uses a vocabulary; ``BPETokenizer.train`` learns one from text.
+    The base class only uses a vocabulary; ``BPETokenizer.train`` learns one from text, and
+    ``from_gpt2_files`` / ``from_vocab_and_merges`` load one that was trained elsewhere.
+
+    Every method that changes a tokenizer (``register_special_tokens``, ``train``) checks all of
+    its input before it changes anything: a call that raises leaves the tokenizer as it was.
+    Treat the attributes as read-only; assigning to them skips those checks.
     """
 
     # Encoding caches the ids of each chunk it has seen: in real text a few thousand words make
@@ -223,15 +234,18 @@ class Tokenizer:
     # long chunks are not cached (they rarely repeat), so its memory stays bounded.
     cache_size = 50_000
     cache_max_chunk_len = 64
+    # encode_iterable gathers about this many characters before it encodes what is settled
+    stream_batch_chars = 1 << 15
 
     def __init__(
         self, pattern: str | None = None, special_tokens: dict[str, int] | None = None
     ) -> None:
+        """Raises TypeError or ValueError for a pattern that is not a valid regex, or for
+        special tokens that ``register_special_tokens`` would refuse."""
+        self._compiled = _compile_pattern(pattern)
         self.pattern = pattern
         self.special_tokens: dict[str, int] = {}
-        self._set_merges({}, bytes(range(256)))
-        if special_tokens:
-            self.register_special_tokens(special_tokens)
+        self._set_merges({}, bytes(range(256)), special_tokens or {})
 
     @property
     def vocab_size(self) -> int:
@@ -241,43 +255,47 @@ class Tokenizer:
 
     # --- building the vocabulary --------------------------------------------------------------
 
-    def _set_merges(self, merges: dict[Pair, int], base_bytes: bytes) -> None:
-        """Install merges and rebuild everything derived from them (vocab, lookup tables, cache)."""
-        if len(base_bytes) != 256 or len(set(base_bytes)) != 256:
-            raise ValueError("base_bytes must hold each of the 256 byte values once")
+    def _set_merges(
+        self,
+        merges: dict[Pair, int],
+        base_bytes: bytes,
+        special_tokens: Mapping[str, int] | None = None,
+    ) -> None:
+        """Install merges (and special tokens) and rebuild everything derived from them.
+
+        ``special_tokens=None`` keeps the registered special tokens. Everything is checked
+        first (see ``_build_merge_vocab`` and ``_check_special_tokens``); if a check raises
+        TypeError or ValueError, nothing has changed.
+        """
+        merge_vocab = _build_merge_vocab(merges, base_bytes)
+        specials = self.special_tokens if special_tokens is None else special_tokens
+        _check_special_tokens(specials, merge_vocab)
+        # every check passed: nothing below can fail, so the tokenizer never ends up half-updated
         self.merges = dict(merges)
         self.base_bytes = bytes(base_bytes)
-        vocab = {i: bytes([b]) for i, b in enumerate(self.base_bytes)}
-        for (a, b), new_id in sorted(self.merges.items(), key=lambda item: item[1]):
-            vocab[new_id] = vocab[a] + vocab[b]
-        self._merge_vocab = vocab  # without special tokens
+        self._merge_vocab = merge_vocab  # without special tokens
         # bytes.translate maps raw bytes to base ids in C; identity for trained tokenizers
         self._byte_to_id = bytes.maketrans(self.base_bytes, bytes(range(256)))
-        self._compiled = regex.compile(self.pattern) if self.pattern is not None else None
+        self.special_tokens = dict(specials)
         self._rebuild_specials()
 
-    def register_special_tokens(self, special_tokens: dict[str, int]) -> None:
+    def register_special_tokens(self, special_tokens: Mapping[str, int]) -> None:
         """Add tokens that encode as one id and are never split or merged.
 
-        Their ids must not be used by the byte/merge vocabulary, nor shared. Registering a
-        token again replaces its id.
+        Args:
+            special_tokens: text -> id. Registering a token again replaces its id.
+
+        Raises (and then changes nothing):
+            TypeError: not a mapping, a text that is not a str, an id that is not an int.
+            ValueError: an empty text, a negative id, an id that the byte/merge vocabulary
+                uses, or two special tokens that would share an id.
         """
-        for text, token_id in special_tokens.items():
-            _require_str(text)
-            if not text:
-                raise ValueError("a special token cannot be the empty string")
-            if not isinstance(token_id, int) or token_id < 0:
-                raise ValueError(
-                    f"special token {text!r} needs a non-negative int id, got {token_id!r}"
-                )
-            if token_id in self._merge_vocab:
-                raise ValueError(
-                    f"special token {text!r} has id {token_id}, which the vocabulary already "
-                    f"uses for {self._merge_vocab[token_id]!r}"
-                )
+        if not isinstance(special_tokens, Mapping):
+            raise TypeError(
+                f"special_tokens must be a dict of text -> id, got {type(special_tokens).__name__}"
+            )
         combined = {**self.special_tokens, **special_tokens}
-        if len(set(combined.values())) != len(combined):
-            raise ValueError(f"two special tokens would share an id: {combined}")
+        _check_special_tokens(combined, self._merge_vocab)
         self.special_tokens = combined
         self._rebuild_specials()
 
@@ -286,6 +304,115 @@ class Tokenizer:
         for text, token_id in self.special_tokens.items():
             self.vocab[token_id] = text.encode("utf-8")
         self._cache: dict[str, list[int]] = {}
+
+    # --- loading a tokenizer trained elsewhere ------------------------------------------------
+
+    @classmethod
+    def from_vocab_and_merges(
+        cls,
+        vocab: Mapping[int, bytes],
+        merges: Sequence[tuple[bytes, bytes]],
+        special_tokens: Mapping[str, int] | None = None,
+        pattern: str | None = GPT2_SPLIT_PATTERN,
+    ) -> "Tokenizer":
+        """Build a byte-level BPE tokenizer from a vocabulary and a list of merges.
+
+        This is how tokenizers trained by other libraries are described: ids 0..255 are the
+        single bytes (in any order), and each merge joins two tokens, given by their bytes,
+        into the token whose id the vocabulary gives.
+
+        Args:
+            vocab: id -> the bytes the token stands for. It may hold the special tokens too
+                (as their UTF-8 text, at their ids), like GPT-2's encoder.json.
+            merges: (left bytes, right bytes) in the order they were learned.
+            special_tokens: text -> id; they must not collide with the vocabulary's ids.
+            pattern: the pre-tokenization regex (GPT-2's by default), or None.
+
+        The course's rule is that encoding applies the merge with the lowest id first, so the
+        merged ids must increase along ``merges`` (true for GPT-2 and for tokenizers trained
+        here). Tokenizers whose ids are not in merge order (RoBERTa's, for example) are refused.
+
+        Raises TypeError or ValueError, naming the entry: an id or bytes of the wrong type, a
+        byte missing from ids 0..255, two ids with the same bytes, a merge whose part or whose
+        result is not in the vocabulary, a merge listed twice, ids that do not increase along
+        the merges, a vocabulary entry that is neither a byte, a merge's result nor a special
+        token, or a bad special token.
+        """
+        special_tokens = {} if special_tokens is None else special_tokens
+        if not isinstance(special_tokens, Mapping):
+            raise TypeError(
+                f"special_tokens must be a dict of text -> id, got {type(special_tokens).__name__}"
+            )
+        id_merges, base_bytes = _merges_from_bytes(vocab, merges, special_tokens)
+        tokenizer = cls(pattern=pattern)
+        tokenizer._set_merges(id_merges, base_bytes, special_tokens)
+        return tokenizer
+
+    @classmethod
+    def from_gpt2_files(
+        cls,
+        vocab_file: "str | os.PathLike | resources.abc.Traversable",
+        merges_file: "str | os.PathLike | resources.abc.Traversable",
+        pattern: str | None = GPT2_SPLIT_PATTERN,
+    ) -> "Tokenizer":
+        """Load a tokenizer shipped in GPT-2's format, as many models ship theirs.
+
+        Args:
+            vocab_file: ``vocab.json`` (GPT-2 calls it ``encoder.json``): a JSON object
+                token -> id, where each token's bytes are written with GPT-2's printable
+                byte alphabet (a space is "Ġ", a newline "Ċ").
+            merges_file: ``merges.txt`` (GPT-2: ``vocab.bpe``): one merge per line, the two
+                parts separated by a space, in the order learned; a first line starting with
+                "#version" is skipped.
+            pattern: the pre-tokenization regex, GPT-2's by default.
+
+        Entries of the vocabulary that are neither one byte nor the result of a merge (such
+        as "<|endoftext|>") become special tokens, with their text as written in the file.
+        Everything else goes through ``from_vocab_and_merges``.
+
+        Raises ValueError naming the file (and line) for invalid JSON, a key written twice, an
+        id given to two tokens, a line that is not two tokens, a character outside GPT-2's
+        byte alphabet, and everything ``from_vocab_and_merges`` refuses.
+        """
+        byte_of_char = {ch: b for b, ch in _gpt2_bytes_to_unicode().items()}
+
+        def to_bytes(token: str) -> bytes | None:
+            try:
+                return bytes(byte_of_char[ch] for ch in token)
+            except KeyError:
+                return None
+
+        token_ids = _read_vocab_json(vocab_file)
+        merges: list[tuple[bytes, bytes]] = []
+        merges_name = _file_name(merges_file)
+        for number, line in enumerate(_read_text(merges_file).split("\n"), start=1):
+            line = line.rstrip("\r")
+            if not line or (number == 1 and line.startswith("#version")):
+                continue
+            parts = line.split(" ")
+            if len(parts) != 2 or not all(parts):
+                raise ValueError(
+                    f"{merges_name}, line {number}: a merge is two tokens separated by one "
+                    f"space, got {line!r}"
+                )
+            left, right = (to_bytes(part) for part in parts)
+            if left is None or right is None:
+                raise ValueError(
+                    f"{merges_name}, line {number}: {line!r} has a character outside GPT-2's "
+                    f"byte alphabet, so it stands for no bytes"
+                )
+            merges.append((left, right))
+
+        merged = {left + right for left, right in merges}
+        vocab: dict[int, bytes] = {}
+        special_tokens: dict[str, int] = {}
+        for token, token_id in token_ids.items():
+            data = to_bytes(token)
+            if data is not None and (len(data) == 1 or data in merged):
+                vocab[token_id] = data
+            else:
+                special_tokens[token] = token_id
+        return cls.from_vocab_and_merges(vocab, merges, special_tokens, pattern=pattern)
 
     # --- encoding -----------------------------------------------------------------------------
 
@@ -301,51 +428,43 @@ class Tokenizer:
         * a set of special tokens: those become their id; any other one raises.
         """
         _require_str(text)
-        if allowed_special == "all":
-            allowed, disallowed = set(self.special_tokens), set()
-        elif allowed_special == "none":
-            allowed, disallowed = set(), set()
-        elif allowed_special == "none_raise":
-            allowed, disallowed = set(), set(self.special_tokens)
-        elif isinstance(allowed_special, (set, frozenset)):
-            unknown = allowed_special - self.special_tokens.keys()
-            if unknown:
-                raise ValueError(f"not registered as special tokens: {sorted(unknown)}")
-            allowed, disallowed = set(allowed_special), self.special_tokens.keys() - allowed_special
-        else:
-            raise ValueError(
-                f"allowed_special must be 'all', 'none', 'none_raise' or a set of special "
-                f"tokens, got {allowed_special!r}"
-            )
-        for special in sorted(disallowed):
-            if special in text:
-                raise ValueError(
-                    f"the text contains the special token {special!r}, which is not allowed. "
-                    f"Pass allowed_special='all' (or a set holding it) to encode it as one token, "
-                    f"or allowed_special='none' to encode it as ordinary text."
-                )
+        allowed, disallowed = self._special_sets(allowed_special)
+        _refuse_disallowed(text, disallowed)
         if not allowed:
             return self.encode_ordinary(text)
         # Cut the text at the allowed special tokens (longest first, so that one special token
         # that starts another cannot win), then encode the pieces between them.
-        alternatives = "|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True))
         ids: list[int] = []
-        for i, piece in enumerate(regex.split(f"({alternatives})", text)):
+        for i, piece in enumerate(_specials_regex(allowed).split(text)):
             if i % 2 == 1:  # split() puts the captured separators at the odd positions
                 ids.append(self.special_tokens[piece])
             elif piece:
                 ids.extend(self.encode_ordinary(piece))
         return ids
 
+    def _special_sets(self, allowed_special: Union[str, set[str]]) -> tuple[set[str], set[str]]:
+        """(allowed, disallowed) special tokens for ``encode``'s ``allowed_special``."""
+        if isinstance(allowed_special, str):
+            if allowed_special == "all":
+                return set(self.special_tokens), set()
+            if allowed_special == "none":
+                return set(), set()
+            if allowed_special == "none_raise":
+                return set(), set(self.special_tokens)
+        elif isinstance(allowed_special, (set, frozenset)):
+            unknown = allowed_special - self.special_tokens.keys()
+            if unknown:
+                raise ValueError(f"not registered as special tokens: {sorted(unknown, key=str)}")
+            return set(allowed_special), self.special_tokens.keys() - allowed_special
+        raise ValueError(
+            f"allowed_special must be 'all', 'none', 'none_raise' or a set of special "
+            f"tokens, got {allowed_special!r}"
+        )
+
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode ``text`` with special tokens treated as ordinary text (like tiktoken's)."""
         _require_str(text)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            # A lone surrogate (e.g. "\ud800") has no UTF-8 form. tiktoken replaces it with
-            # U+FFFD after pairing up valid surrogate pairs; doing the same keeps ids equal.
-            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        text = _fix_surrogates(text)
         chunks = self._compiled.findall(text) if self._compiled is not None else [text]
         cache = self._cache
         ids: list[int] = []
@@ -361,8 +480,15 @@ class Tokenizer:
         return ids
 
     def _encode_chunk(self, data: bytes) -> list[int]:
-        """BPE on one chunk: the rule of ``encode``, finding the best pair in one pass."""
+        """BPE on one chunk: the rule of ``encode``, finding the best pair in one pass.
+
+        Each merge rescans the chunk, so a chunk of n bytes costs up to n passes: quick for
+        words, far too slow for 100,000 letters without a space (minified code, base64, DNA).
+        Long chunks go to ``_encode_chunk_heap``, which gives the same ids.
+        """
         ids = list(data.translate(self._byte_to_id))
+        if len(ids) >= _HEAP_MIN_BYTES:
+            return self._encode_chunk_heap(ids)
         merges = self.merges
         while len(ids) >= 2:
             best_pair, best_id = None, None
@@ -374,6 +500,154 @@ class Tokenizer:
                 break
             ids = merge(ids, best_pair, best_id)
         return ids
+
+    def _encode_chunk_heap(self, ids: list[int]) -> list[int]:
+        """The same BPE in O(n log n): a heap of mergeable adjacent pairs over a linked list.
+
+        Every adjacent pair that is a merge goes on a heap as (merge id, position of its left
+        token); popping gives the lowest merge id, leftmost first, which is exactly the order
+        in which ``encode`` merges (all occurrences of the lowest merge, left to right). Merging
+        touches only the two neighbours: the merged token's new pairs go on the heap. Pairs
+        that a merge destroyed stay on the heap and are skipped when they come off ("lazy
+        deletion"): an entry is current only if the two tokens now at that place still form
+        the pair whose merge id it holds. A merge's id is always higher than its parts', so the
+        new pairs never jump ahead of the merge being done.
+
+        Args:
+            ids: base ids of the chunk's bytes (changed in place).
+        Returns:
+            the chunk's ids.
+        """
+        merges = self.merges
+        n = len(ids)
+        # position i's right neighbour is nxt[i] (n: none), its left one prv[i] (-1: none);
+        # a merged-away position gets the id -1, which forms no pair
+        nxt = list(range(1, n + 1))
+        prv = list(range(-1, n - 1))
+        heap = [
+            (new_id, i)
+            for i, new_id in enumerate(map(merges.get, zip(ids, ids[1:])))
+            if new_id is not None
+        ]
+        heapq.heapify(heap)
+        pop, push, get = heapq.heappop, heapq.heappush, merges.get
+        while heap:
+            new_id, i = pop(heap)
+            j = nxt[i]
+            if j == n or get((ids[i], ids[j])) != new_id:
+                continue  # out of date: one of its tokens was merged into something else
+            ids[i], ids[j] = new_id, -1
+            k = nxt[j]
+            nxt[i] = k
+            if k != n:
+                prv[k] = i
+                right = get((new_id, ids[k]))
+                if right is not None:
+                    push(heap, (right, i))
+            p = prv[i]
+            if p != -1:
+                left = get((ids[p], new_id))
+                if left is not None:
+                    push(heap, (left, p))
+        return [token for token in ids if token != -1]
+
+    def encode_iterable(
+        self, iterable: Iterable[str], allowed_special: Union[str, set[str]] = "none_raise"
+    ) -> Iterator[int]:
+        """Encode a text given in pieces (an open file, a generator of lines), lazily.
+
+        Yields exactly the ids of ``encode("".join(iterable), allowed_special)``, without ever
+        holding the whole text: memory stays bounded by ``stream_batch_chars`` plus the
+        longest chunk of the text (with ``pattern=None`` the whole text is one chunk, so it is
+        all held). Pieces may be cut anywhere: inside a word, a run of whitespace, a special
+        token or a surrogate pair.
+
+        ``allowed_special`` is checked now and works as in ``encode``. With "none_raise" (or a
+        set), a disallowed special token raises ValueError when the text reaching it is read;
+        the ids of the text before it may have been yielded already.
+
+        Raises:
+            ValueError: a bad ``allowed_special`` (at the call), or a disallowed special token.
+            TypeError: a piece that is not a str (when it is reached).
+        """
+        allowed, disallowed = self._special_sets(allowed_special)  # checked before any piece
+        return self._encode_stream(iter(iterable), allowed_special, allowed, disallowed)
+
+    def _encode_stream(
+        self,
+        pieces: Iterator[str],
+        allowed_special: Union[str, set[str]],
+        allowed: set[str],
+        disallowed: set[str],
+    ) -> Iterator[int]:
+        """The generator behind ``encode_iterable``: gather text, encode what is settled."""
+        specials = _specials_regex(allowed) if allowed else None
+        # a special token that starts in the last `hold` characters may not be complete yet
+        hold = max((len(s) for s in allowed | disallowed), default=1) - 1
+        pending: list[str] = []  # text read but not encoded yet, in pieces (joined when needed)
+        pending_len = 0
+        next_try = self.stream_batch_chars
+        carry = ""  # a high surrogate at the end of a piece waits for its low half
+        for number, piece in enumerate(pieces):
+            if not isinstance(piece, str):
+                raise TypeError(f"piece {number} of the text is a {type(piece).__name__}, not a str")
+            piece = carry + piece
+            carry = ""
+            if piece and "\ud800" <= piece[-1] <= "\udbff":
+                piece, carry = piece[:-1], piece[-1]
+            # Surrogates are fixed piece by piece; since no piece ends between the two halves
+            # of a pair, this gives what fixing the whole text gives.
+            piece = _fix_surrogates(piece)
+            pending.append(piece)
+            pending_len += len(piece)
+            if pending_len < next_try:
+                continue
+            text = "".join(pending)
+            _refuse_disallowed(text, disallowed)  # a split special token is whole in `text`
+            cut = self._settled_prefix(text, specials, hold)
+            if cut:
+                yield from self.encode(text[:cut], allowed_special)
+            rest = text[cut:]
+            pending, pending_len = [rest], len(rest)
+            # Try again after another batch, or once the held text has doubled: a chunk of a
+            # million letters is then rescanned a logarithmic number of times, not per piece.
+            next_try = pending_len + max(self.stream_batch_chars, pending_len)
+        text = "".join(pending) + _fix_surrogates(carry)
+        yield from self.encode(text, allowed_special)
+
+    def _settled_prefix(self, text: str, specials: "regex.Pattern | None", hold: int) -> int:
+        """A length c such that the ids of ``text[:c]`` start the ids of ``text + more``,
+        whatever ``more`` is. 0 when no such cut is known yet.
+
+        1. Special tokens: one that starts before ``len(text) - hold`` lies wholly in ``text``,
+           so the left-to-right scan for them is settled up to there. Right after a special
+           token is always a safe cut.
+        2. Chunks: in the ordinary text up to there, every chunk of the pattern but the last
+           two is settled. For GPT-2's pattern: a chunk that ends before the end of the text
+           was decided by the characters in the text, except that a contraction ('re, 'll,
+           've) can need up to two characters more: text ending in "'l" cuts as "'", "l" but
+           "'ll" is one chunk. A letter, digit, punctuation or whitespace run that reaches the
+           end can only grow (and a run of whitespace only split), and those are the last two
+           chunks at most. The tests check this on adversarial cuts for GPT-2's and GPT-4's
+           patterns.
+        """
+        limit = len(text) - hold
+        if limit <= 0:
+            return 0
+        start = 0  # where the ordinary text before `limit` begins
+        if specials is not None:
+            for match in specials.finditer(text):
+                if match.start() >= limit:
+                    break
+                if match.end() >= limit:
+                    return match.end()
+                start = match.end()
+        if self._compiled is None:
+            return start  # the whole ordinary text is one chunk: it may still grow
+        starts = [m.start() for m in self._compiled.finditer(text[start:limit])]
+        if len(starts) <= 2:
+            return start
+        return start + starts[-2]
 
     # --- decoding -----------------------------------------------------------------------------
 
@@ -409,15 +683,26 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
-        """Read a tokenizer written by ``save``."""
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        """Read a tokenizer written by ``save``.
+
+        Raises ValueError (naming the file) for invalid JSON, a file that ``save`` did not
+        write, or contents that do not make a valid tokenizer.
+        """
+        name = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{name!r} is not valid JSON: {err}") from None
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise ValueError(f"{os.fspath(path)!r} is not a tokenizer saved by Tokenizer.save")
-        tokenizer = cls(pattern=data["pattern"])
-        merges = {(a, b): i for a, b, i in data["merges"]}
-        tokenizer._set_merges(merges, bytes(data["base_bytes"]))
-        tokenizer.register_special_tokens(data["special_tokens"])
+            raise ValueError(f"{name!r} is not a tokenizer saved by Tokenizer.save")
+        try:
+            merges = {(a, b): i for a, b, i in data["merges"]}
+            base_bytes = bytes(data["base_bytes"])
+            tokenizer = cls(pattern=data["pattern"])
+            tokenizer._set_merges(merges, base_bytes, data["special_tokens"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{name!r} does not hold a valid tokenizer: {err}") from None
         return tokenizer
 
     def __repr__(self) -> str:
@@ -441,8 +726,14 @@ class BPETokenizer(Tokenizer):
     ) -> None:
         super().__init__(pattern=pattern, special_tokens=special_tokens)
 
-    def train(self, text: str, vocab_size: int, verbose: bool = False) -> None:
-        """Learn ``vocab_size - 256`` merges from ``text``, replacing any earlier merges.
+    def train(
+        self,
+        text: str,
+        vocab_size: int,
+        verbose: bool = False,
+        special_tokens: Sequence[str] | None = None,
+    ) -> None:
+        """Learn up to ``vocab_size - 256`` merges from ``text``, replacing any earlier merges.
 
         Same rule as ``train_bpe`` (most frequent pair, ties to the smallest pair, stop when no
         pair is left), applied inside the chunks that ``pattern`` cuts. What makes it fast:
@@ -458,54 +749,115 @@ class BPETokenizer(Tokenizer):
 
         With ``pattern=None`` the whole text is one chunk, rescanned at every merge: fine for
         short texts only.
+
+        Special tokens are hard boundaries: the text is cut at every special token before
+        anything else, so no merge crosses one or is learned from its characters (a corpus of
+        documents joined by "<|endoftext|>" trains as separate documents).
+
+        * ``special_tokens=None`` keeps the registered special tokens (and cuts at them); their
+          ids must lie outside 256..vocab_size-1, the ids that merges get.
+        * ``special_tokens=["<|endoftext|>", ...]`` replaces the registered ones. They get the
+          ids right after the last merge, in the order given, and ``vocab_size`` counts them:
+          at most ``vocab_size - 256 - len(special_tokens)`` merges are learned. GPT-2 is the
+          example: 50,000 merges, "<|endoftext|>" = 50256, vocab_size 50257.
+
+        Raises (and then changes nothing):
+            TypeError: text not a str, vocab_size not an int, special_tokens not a list of str.
+            ValueError: vocab_size below 256 (or below 256 + the special tokens), an empty or
+                repeated special token, or a registered special token whose id merges need.
         """
         _require_str(text)
         _require_vocab_size(vocab_size)
-        clashing = {s: i for s, i in self.special_tokens.items() if 256 <= i < vocab_size}
-        if clashing:
-            raise ValueError(
-                f"special token ids {clashing} fall in the range 256..{vocab_size - 1} "
-                f"that training gives to merges; use ids >= vocab_size"
-            )
-        chunks = self._compiled.findall(text) if self._compiled is not None else [text]
-        chunk_freq = Counter(chunk for chunk in chunks if chunk)
-        words = [list(chunk.encode("utf-8")) for chunk in chunk_freq]
-        freqs = list(chunk_freq.values())
+        if special_tokens is None:
+            n_merges = vocab_size - 256
+            clashing = {s: i for s, i in self.special_tokens.items() if 256 <= i < vocab_size}
+            if clashing:
+                raise ValueError(
+                    f"special token ids {clashing} fall in the range 256..{vocab_size - 1} "
+                    f"that training gives to merges; use ids >= vocab_size, or pass "
+                    f"special_tokens=[...] to train() to number them after the merges"
+                )
+            boundaries = set(self.special_tokens)
+        else:
+            if isinstance(special_tokens, (str, bytes)) or not isinstance(special_tokens, Iterable):
+                raise TypeError(
+                    f"special_tokens must be a list of str, got {type(special_tokens).__name__}"
+                )
+            special_tokens = list(special_tokens)
+            for token in special_tokens:
+                if not isinstance(token, str):
+                    raise TypeError(f"a special token must be a str, got {token!r}")
+                if not token:
+                    raise ValueError("a special token cannot be the empty string")
+            if len(set(special_tokens)) != len(special_tokens):
+                raise ValueError(f"special_tokens lists a token twice: {special_tokens}")
+            n_merges = vocab_size - 256 - len(special_tokens)
+            if n_merges < 0:
+                raise ValueError(
+                    f"vocab_size {vocab_size} has no room for 256 bytes and "
+                    f"{len(special_tokens)} special tokens"
+                )
+            boundaries = set(special_tokens)
 
-        counts: dict[Pair, int] = {}  # pair -> occurrences, weighted by chunk frequency
-        where: dict[Pair, set[int]] = {}  # pair -> indices of the chunks that (may) hold it
-        for w, (ids, freq) in enumerate(zip(words, freqs)):
-            for pair in zip(ids, ids[1:]):
-                counts[pair] = counts.get(pair, 0) + freq
-                where.setdefault(pair, set()).add(w)
-        heap = [(-count, pair) for pair, count in counts.items()]
-        heapq.heapify(heap)
-
-        merges: dict[Pair, int] = {}
-        vocab = {i: bytes([i]) for i in range(256)}
-        for new_id in range(256, vocab_size):
-            while heap:
-                neg_count, pair = heapq.heappop(heap)
-                if counts.get(pair) == -neg_count:
-                    break  # an up-to-date entry: the most frequent pair
+        # documents between special tokens, then chunks inside each document
+        documents = _specials_regex(boundaries).split(text) if boundaries else [text]
+        documents = documents[::2] if boundaries else documents  # odd items: the tokens cut at
+        chunk_freq: Counter[str] = Counter()
+        for document in documents:
+            if self._compiled is not None:
+                chunk_freq.update(self._compiled.findall(document))
             else:
-                break  # no pair left anywhere: stop early, like train_bpe
-            merges[pair] = new_id
-            vocab[new_id] = vocab[pair[0]] + vocab[pair[1]]
-            if verbose:
-                print(f"merge {new_id - 255}/{vocab_size - 256}: {pair} -> {new_id} "
-                      f"{vocab[new_id]!r} ({-neg_count} occurrences)")
-            delta: dict[Pair, int] = {}
-            for w in where.pop(pair):
-                words[w] = _merge_and_count(words[w], pair, new_id, freqs[w], delta, where, w)
-            for changed, diff in delta.items():
-                count = counts.get(changed, 0) + diff
-                if count > 0:
-                    counts[changed] = count
-                    heapq.heappush(heap, (-count, changed))
-                else:
-                    counts.pop(changed, None)
-        self._set_merges(merges, bytes(range(256)))
+                chunk_freq[document] += 1
+        del chunk_freq[""]
+        merges = _learn_merges(chunk_freq, n_merges, verbose)
+
+        if special_tokens is None:
+            self._set_merges(merges, bytes(range(256)))
+        else:
+            first = 256 + len(merges)  # right after the last merge, even if training stopped early
+            numbered = {token: first + k for k, token in enumerate(special_tokens)}
+            self._set_merges(merges, bytes(range(256)), numbered)
+
+
+def _learn_merges(chunk_freq: Counter[str], n_merges: int, verbose: bool) -> dict[Pair, int]:
+    """The trainer behind ``BPETokenizer.train``: up to ``n_merges`` merges, ids from 256."""
+    words = [list(chunk.encode("utf-8")) for chunk in chunk_freq]
+    freqs = list(chunk_freq.values())
+
+    counts: dict[Pair, int] = {}  # pair -> occurrences, weighted by chunk frequency
+    where: dict[Pair, set[int]] = {}  # pair -> indices of the chunks that (may) hold it
+    for w, (ids, freq) in enumerate(zip(words, freqs)):
+        for pair in zip(ids, ids[1:]):
+            counts[pair] = counts.get(pair, 0) + freq
+            where.setdefault(pair, set()).add(w)
+    heap = [(-count, pair) for pair, count in counts.items()]
+    heapq.heapify(heap)
+
+    merges: dict[Pair, int] = {}
+    vocab = {i: bytes([i]) for i in range(256)}
+    for new_id in range(256, 256 + n_merges):
+        while heap:
+            neg_count, pair = heapq.heappop(heap)
+            if counts.get(pair) == -neg_count:
+                break  # an up-to-date entry: the most frequent pair
+        else:
+            break  # no pair left anywhere: stop early, like train_bpe
+        merges[pair] = new_id
+        vocab[new_id] = vocab[pair[0]] + vocab[pair[1]]
+        if verbose:
+            print(f"merge {new_id - 255}/{n_merges}: {pair} -> {new_id} "
+                  f"{vocab[new_id]!r} ({-neg_count} occurrences)")
+        delta: dict[Pair, int] = {}
+        for w in where.pop(pair):
+            words[w] = _merge_and_count(words[w], pair, new_id, freqs[w], delta, where, w)
+        for changed, diff in delta.items():
+            count = counts.get(changed, 0) + diff
+            if count > 0:
+                counts[changed] = count
+                heapq.heappush(heap, (-count, changed))
+            else:
+                counts.pop(changed, None)
+    return merges
 
 
 def _merge_and_count(
@@ -547,6 +899,247 @@ def _merge_and_count(
     return out
 
 
+# --- checks and helpers of the classes ----------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int in Python
+
+
+def _compile_pattern(pattern: str | None) -> "regex.Pattern | None":
+    """The compiled pre-tokenization pattern; TypeError/ValueError for a bad one."""
+    if pattern is None:
+        return None
+    if not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a str or None, got {type(pattern).__name__}")
+    try:
+        return regex.compile(pattern)
+    except regex.error as err:
+        raise ValueError(f"pattern is not a valid regular expression: {err}") from None
+
+
+def _build_merge_vocab(merges: Mapping[Pair, int], base_bytes: bytes) -> dict[int, bytes]:
+    """The vocabulary (id -> bytes, no special tokens) that ``merges`` build on ``base_bytes``.
+
+    Checks, changing nothing: ``base_bytes`` holds each byte value once; ``merges`` maps pairs
+    of int ids to int ids; each new id is at least 256 and given once; each merge's parts have
+    lower ids than it (bytes or earlier merges), since encoding applies lower ids first.
+
+    Raises:
+        TypeError: wrong types (not bytes, not a dict, a key that is not a pair of ints, ...).
+        ValueError: the rules above.
+    """
+    if not isinstance(base_bytes, (bytes, bytearray)):
+        raise TypeError(f"base_bytes must be bytes, got {type(base_bytes).__name__}")
+    if len(base_bytes) != 256 or len(set(base_bytes)) != 256:
+        raise ValueError("base_bytes must hold each of the 256 byte values once")
+    if not isinstance(merges, Mapping):
+        raise TypeError(f"merges must be a dict of (id, id) -> id, got {type(merges).__name__}")
+    for pair, new_id in merges.items():
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(map(_is_int, pair))):
+            raise TypeError(f"a merge's key must be a pair of int ids, got {pair!r}")
+        if not _is_int(new_id):
+            raise TypeError(f"merge {pair} must give an int id, got {new_id!r}")
+    vocab = {i: bytes([b]) for i, b in enumerate(base_bytes)}
+    for (a, b), new_id in sorted(merges.items(), key=lambda item: item[1]):
+        if new_id < 256:
+            raise ValueError(f"merge {(a, b)} gives id {new_id}, but ids 0..255 are the bytes")
+        if new_id in vocab:
+            raise ValueError(f"two merges give the id {new_id}")
+        for part in (a, b):
+            if part not in vocab:
+                raise ValueError(
+                    f"merge {(a, b)} -> {new_id} uses id {part}, which is neither a byte nor a "
+                    f"merge with a lower id (encoding applies merges lowest id first)"
+                )
+        vocab[new_id] = vocab[a] + vocab[b]
+    return vocab
+
+
+def _check_special_tokens(special_tokens: Mapping[str, int], merge_vocab: dict[int, bytes]) -> None:
+    """Raise TypeError/ValueError unless each special token is a non-empty str with its own
+    non-negative int id that ``merge_vocab`` does not use."""
+    if not isinstance(special_tokens, Mapping):
+        raise TypeError(
+            f"special_tokens must be a dict of text -> id, got {type(special_tokens).__name__}"
+        )
+    owner: dict[int, str] = {}
+    for text, token_id in special_tokens.items():
+        if not isinstance(text, str):
+            raise TypeError(f"a special token must be a str, got {text!r}")
+        if not text:
+            raise ValueError("a special token cannot be the empty string")
+        if not _is_int(token_id):
+            raise TypeError(f"special token {text!r} needs an int id, got {token_id!r}")
+        if token_id < 0:
+            raise ValueError(f"special token {text!r} needs a non-negative id, got {token_id}")
+        if token_id in merge_vocab:
+            raise ValueError(
+                f"special token {text!r} has id {token_id}, which the vocabulary already "
+                f"uses for {merge_vocab[token_id]!r}"
+            )
+        if token_id in owner:
+            raise ValueError(
+                f"two special tokens would share an id: {owner[token_id]!r} and {text!r} "
+                f"both have id {token_id}"
+            )
+        owner[token_id] = text
+
+
+@functools.lru_cache(maxsize=64)
+def _specials_regex_cached(specials: frozenset[str]) -> "regex.Pattern":
+    # longest first: where two special tokens start at the same place, the longer one wins
+    alternatives = "|".join(regex.escape(s) for s in sorted(specials, key=lambda s: (-len(s), s)))
+    return regex.compile(f"({alternatives})")
+
+
+def _specials_regex(specials: Iterable[str]) -> "regex.Pattern":
+    """A regex that finds the special tokens (captured, so that split() keeps them)."""
+    return _specials_regex_cached(frozenset(specials))
+
+
+def _refuse_disallowed(text: str, disallowed: Iterable[str]) -> None:
+    for special in sorted(disallowed):
+        if special in text:
+            raise ValueError(
+                f"the text contains the special token {special!r}, which is not allowed. "
+                f"Pass allowed_special='all' (or a set holding it) to encode it as one token, "
+                f"or allowed_special='none' to encode it as ordinary text."
+            )
+
+
+def _fix_surrogates(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD and surrogate pairs joined.
+
+    A lone surrogate (e.g. "\\ud800") has no UTF-8 form. tiktoken replaces it with U+FFFD after
+    pairing up valid surrogate pairs; doing the same keeps ids equal.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _merges_from_bytes(
+    vocab: Mapping[int, bytes],
+    merges: Sequence[tuple[bytes, bytes]],
+    special_tokens: Mapping[str, int],
+) -> tuple[dict[Pair, int], bytes]:
+    """Turn a vocabulary id -> bytes and merges as byte pairs into (id merges, base_bytes).
+
+    The checks of ``Tokenizer.from_vocab_and_merges``; special tokens are checked later, by
+    ``_check_special_tokens``, except that a vocabulary entry at a special token's id must
+    be its text.
+    """
+    if not isinstance(vocab, Mapping):
+        raise TypeError(f"vocab must be a dict of id -> bytes, got {type(vocab).__name__}")
+    if isinstance(merges, (str, bytes)) or not isinstance(merges, Sequence):
+        raise TypeError(f"merges must be a list of (bytes, bytes) pairs, got {type(merges).__name__}")
+    special_ids = {token_id: text for text, token_id in special_tokens.items()}
+    id_of: dict[bytes, int] = {}
+    for token_id, data in vocab.items():
+        if not _is_int(token_id) or token_id < 0:
+            raise TypeError(f"vocab ids must be non-negative ints, got {token_id!r}")
+        if not isinstance(data, bytes) or not data:
+            raise TypeError(f"vocab[{token_id}] must be non-empty bytes, got {data!r}")
+        if token_id in special_ids:
+            text = special_ids[token_id]
+            if isinstance(text, str) and data != text.encode("utf-8"):
+                raise ValueError(
+                    f"vocab[{token_id}] is {data!r}, but the special token with that id is {text!r}"
+                )
+            continue
+        if data in id_of:
+            raise ValueError(
+                f"ids {id_of[data]} and {token_id} both stand for {data!r}: merges given as "
+                f"bytes would be ambiguous"
+            )
+        id_of[data] = token_id
+    for token_id in range(256):
+        if token_id not in vocab or len(vocab[token_id]) != 1:
+            raise ValueError(
+                f"ids 0..255 must be the 256 single bytes, but id {token_id} is "
+                f"{vocab.get(token_id, 'missing')!r}"
+            )
+    base_bytes = b"".join(vocab[i] for i in range(256))
+    if len(set(base_bytes)) != 256:
+        raise ValueError("ids 0..255 must stand for 256 different bytes")
+
+    id_merges: dict[Pair, int] = {}
+    made: set[int] = set(range(256))
+    last_id = 255
+    for number, item in enumerate(merges):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2
+                and all(isinstance(part, bytes) for part in item)):
+            raise TypeError(f"merge {number} must be a pair of bytes, got {item!r}")
+        left, right = item
+        for part in (left, right):
+            if part not in id_of:
+                raise ValueError(f"merge {number} ({left!r}, {right!r}): {part!r} is not in the vocabulary")
+        merged = left + right
+        if merged not in id_of:
+            raise ValueError(
+                f"merge {number} ({left!r}, {right!r}) makes {merged!r}, which is not in the vocabulary"
+            )
+        pair, new_id = (id_of[left], id_of[right]), id_of[merged]
+        if pair in id_merges:
+            raise ValueError(f"merge {number} ({left!r}, {right!r}) is listed twice")
+        if new_id <= last_id:
+            raise ValueError(
+                f"merge {number} ({left!r}, {right!r}) makes id {new_id}, but the merge before it "
+                f"made id {last_id}: this tokenizer applies merges lowest id first, so ids must "
+                f"increase along the merges"
+            )
+        id_merges[pair] = last_id = new_id
+        made.add(new_id)
+    unused = [i for i in vocab if i not in made and i not in special_ids]
+    if unused:
+        raise ValueError(
+            f"vocab id {unused[0]} ({vocab[unused[0]]!r}) is neither a byte, a merge's result "
+            f"nor a special token"
+        )
+    return id_merges, base_bytes
+
+
+def _read_text(path: "str | os.PathLike | resources.abc.Traversable") -> str:
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)
+    return path.read_text(encoding="utf-8")
+
+
+def _file_name(path: "str | os.PathLike | resources.abc.Traversable") -> str:
+    return os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
+
+
+def _read_vocab_json(path: "str | os.PathLike | resources.abc.Traversable") -> dict[str, int]:
+    """A GPT-2 style vocab.json: token -> id, each key and each id once."""
+    name = _file_name(path)
+
+    def no_duplicate_keys(items: list[tuple[str, object]]) -> dict[str, object]:
+        data = dict(items)
+        if len(data) != len(items):
+            seen: set[str] = set()
+            twice = next(key for key, _ in items if key in seen or seen.add(key))
+            raise ValueError(f"{name}: the token {twice!r} is written twice")
+        return data
+
+    try:
+        data = json.loads(_read_text(path), object_pairs_hook=no_duplicate_keys)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{name} must hold a JSON object token -> id, got {type(data).__name__}")
+    owner: dict[int, str] = {}
+    for token, token_id in data.items():
+        if not _is_int(token_id) or token_id < 0:
+            raise ValueError(f"{name}: the id of {token!r} must be a non-negative int, got {token_id!r}")
+        if token_id in owner:
+            raise ValueError(f"{name}: the tokens {owner[token_id]!r} and {token!r} both have id {token_id}")
+        owner[token_id] = token
+    return data
+
+
 # ----------------------------------------------------------------------------------------------
 # Part 3: GPT-2's tokenizer, the tiktoken oracle, the data
 # ----------------------------------------------------------------------------------------------
@@ -581,48 +1174,22 @@ def _gpt2_bytes_to_unicode() -> dict[int, str]:
     return mapping
 
 
-@functools.lru_cache(maxsize=1)
-def _gpt2_merges() -> tuple[bytes, dict[Pair, int]]:
-    """Read GPT-2's base byte order and merges from encoder.json (ids) and vocab.bpe (merges)."""
-    byte_of_char = {ch: b for b, ch in _gpt2_bytes_to_unicode().items()}
-
-    def to_bytes(token: str) -> bytes:
-        return bytes(byte_of_char[ch] for ch in token)
-
-    encoder = json.loads(_data_file("gpt2", "encoder.json").read_text(encoding="utf-8"))
-    id_of = {to_bytes(tok): i for tok, i in encoder.items() if tok != ENDOFTEXT}
-    # ids 0..255 are GPT-2's single-byte tokens: the byte each one stands for
-    token_of_id = {i: tok for tok, i in id_of.items()}
-    base_bytes = b"".join(token_of_id[i] for i in range(256))
-
-    merges: dict[Pair, int] = {}
-    lines = _data_file("gpt2", "vocab.bpe").read_text(encoding="utf-8").split("\n")
-    for line in lines[1:]:  # the first line is "#version: 0.2"
-        if not line:
-            continue
-        left, right = (to_bytes(part) for part in line.split(" "))
-        # vocab.bpe stores merges as pairs of strings; here they become (id, id) -> id, and the
-        # merged token's id (its rank) comes from encoder.json
-        merges[(id_of[left], id_of[right])] = id_of[left + right]
-    return base_bytes, merges
-
-
 def gpt2_tokenizer() -> BPETokenizer:
     """GPT-2's tokenizer rebuilt from its published files; ids equal tiktoken's "gpt2".
 
-    Its 50,000 merges come from vocab.bpe and their ids from encoder.json; <|endoftext|> is
-    50256. Each call returns a new tokenizer (the files are read once).
+    Built by ``BPETokenizer.from_gpt2_files`` from encoder.json (GPT-2's vocab.json) and
+    vocab.bpe (its merges.txt), like any tokenizer shipped in that format: 50,000 merges, and
+    <|endoftext|> = 50256 as the one entry that is neither a byte nor a merge. Each call
+    returns a new tokenizer.
 
     One caveat: the pattern runs on the `regex` module here and on a Rust engine in tiktoken.
     Each carries its own copy of Unicode's tables, so a character added in a recent Unicode
     version (17.0, with regex 2025+ and tiktoken 0.14) may be a letter to one engine and
     unassigned to the other, and be cut differently. Older characters agree.
     """
-    base_bytes, merges = _gpt2_merges()
-    tokenizer = BPETokenizer(pattern=GPT2_SPLIT_PATTERN)
-    tokenizer._set_merges(merges, base_bytes)
-    tokenizer.register_special_tokens({ENDOFTEXT: 50256})
-    return tokenizer
+    return BPETokenizer.from_gpt2_files(
+        _data_file("gpt2", "encoder.json"), _data_file("gpt2", "vocab.bpe")
+    )
 
 
 # sha256 of the vendored gpt2.tiktoken; it equals OpenAI's r50k_base.tiktoken (the same BPE)
