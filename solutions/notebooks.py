@@ -43,6 +43,65 @@ NBFORMAT_VERSION = 4
 DEMO_TAG = "demo"  # cells that only show things (figures, long runs); the grader skips them
 
 
+# The one local set-up command, the same in README.md, intro.md and the setup cell's messages.
+LOCAL_SETUP_COMMAND = "pip install -r requirements.txt"
+
+# The first code cell of every exercise notebook (its id is "setup"). It cannot import the
+# package (it is what finds it), so it lives here as text; `validate` keeps every stub's copy equal
+# to this one, filled with the package version and the repository URL from _config.yml.
+SETUP_CELL = """\
+# @title Setup: run this cell first
+# In Colab it installs the course package at this notebook's version, keeping Colab's own
+# torch and numpy; in a clone of the course it finds the package.
+COURSE_VERSION = "{version}"
+COURSE_REPO = "{repo}"
+SETUP_COMMAND = "{command}"
+import importlib, importlib.util, pathlib, subprocess, sys
+
+if importlib.util.find_spec("torch") is None:
+    raise RuntimeError("PyTorch is not installed in this Python. In your clone of the course run "
+                       f"`{{SETUP_COMMAND}}` (in a virtual environment), then restart the kernel.")
+if importlib.util.find_spec("solutions") is None:
+    if "google.colab" in sys.modules:
+        import torch  # Colab's preinstalled torch: never replaced by this cell
+        if tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (2, 4):
+            raise RuntimeError(
+                f"This course needs torch >= 2.4; this runtime has {{torch.__version__}}. "
+                "Pick a newer runtime (Runtime > Change runtime type).")
+        pip = [sys.executable, "-m", "pip", "install", "-q"]
+        subprocess.run(pip + ["--no-deps", f"git+{{COURSE_REPO}}@v{{COURSE_VERSION}}"], check=True)
+        missing = [m for m in ("numpy", "einops", "tiktoken", "regex", "nbformat")
+                   if importlib.util.find_spec(m) is None]
+        if missing:
+            subprocess.run(pip + missing, check=True)
+        importlib.invalidate_caches()
+    else:  # a clone of the course: the package sits in a folder above this notebook
+        here = pathlib.Path.cwd()
+        root = next((p for p in [here, *here.parents]
+                     if (p / "solutions" / "__init__.py").exists()), None)
+        if root is None:
+            raise RuntimeError("Cannot find the course package. Open this notebook from your clone "
+                               f"of the course, or run `{{SETUP_COMMAND}}` in the clone.")
+        sys.path.insert(0, str(root))
+
+import solutions
+from solutions import checks as check
+print(f"Course package {{solutions.__version__}} ready, from {{pathlib.Path(solutions.__file__).parent}}")
+if solutions.__version__ != COURSE_VERSION:
+    print(f"WARNING: this notebook is from version {{COURSE_VERSION}} but the package is "
+          f"{{solutions.__version__}}: checks may not match the exercises. Use the notebook of "
+          f"the same release, or update the package (`{{SETUP_COMMAND}}` in your clone).")"""
+
+
+def setup_cell_source(root: Path | None = None) -> str:
+    """The setup cell for this release: the package version and _config.yml's repository URL."""
+    config = (root or repo_root()) / "_config.yml"
+    match = re.search(r"^repository:\s*\n\s+url:\s*(\S+)", config.read_text(encoding="utf-8"), re.M)
+    if match is None:
+        raise NotebookError(f"{config} has no repository url")
+    return SETUP_CELL.format(version=solutions.__version__, repo=match.group(1), command=LOCAL_SETUP_COMMAND)
+
+
 class NotebookError(ValueError):
     """A notebook that cannot be used, with the reason in plain words."""
 
@@ -211,6 +270,9 @@ def validate_stub(nb: nbformat.NotebookNode, chapter: str) -> list[str]:
         problems.append(f"metadata.course.chapter is {notebook_chapter(nb)!r}, expected {chapter!r}")
     if nb.metadata.get("course", {}).get("version") != solutions.__version__:
         problems.append(f"metadata.course.version differs from the package version {solutions.__version__}")
+    setup = [cell for cell in nb.cells if cell.get("id") == "setup"]
+    if not setup or setup[0].source != setup_cell_source():
+        problems.append("the setup cell (id 'setup') differs from solutions.notebooks.SETUP_CELL")
     exercises: dict[str, str] = {}
     grade_ids: list[str] = []
     checks: dict[str, int] = {}

@@ -76,8 +76,6 @@ def text_to_bytes(text: str) -> list[int]:
     UTF-8 is the alphabet of byte-level BPE: every string, in any script, becomes a sequence
     over just 256 symbols, so no text is ever "out of vocabulary".
     """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
     return list(text.encode("utf-8"))
 
 

@@ -19,6 +19,7 @@ import solutions
 from solutions.grading import course
 from solutions.notebooks import (
     BEGIN,
+    LOCAL_SETUP_COMMAND,
     STUB_LINES,
     read_notebook,
     solved_notebook,
@@ -96,6 +97,35 @@ def _run_setup_cell(tmp_path, torch_version):
         text=True,
         timeout=60,
     )
+
+
+def test_setup_cell_without_torch_says_what_to_install(tmp_path):
+    setup = read_notebook(stub_path(CHAPTERS[0])).cells[1].source
+    # a Python whose only path is an empty folder: no torch, no course package
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path[:] = [p for p in sys.path if 'site-packages' not in p]; exec({setup!r})"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "PyTorch is not installed in this Python" in result.stderr
+    assert f"`{LOCAL_SETUP_COMMAND}`" in result.stderr
+    assert "ModuleNotFoundError" not in result.stderr
+
+
+def test_setup_cell_names_the_package_it_imported_and_warns_on_another_version(tmp_path):
+    setup = read_notebook(stub_path(CHAPTERS[0])).cells[1].source
+    older = setup.replace(f'COURSE_VERSION = "{solutions.__version__}"', 'COURSE_VERSION = "0.0.1"')
+    result = subprocess.run([sys.executable, "-c", older], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"from {ROOT / 'solutions'}" in result.stdout
+    assert "WARNING: this notebook is from version 0.0.1" in result.stdout
+
+
+def test_one_set_up_story():
+    # README, the landing page and the setup cell's messages give the same local command
+    for page in ("README.md", "intro.md"):
+        assert LOCAL_SETUP_COMMAND in (ROOT / page).read_text(), page
+    assert "{SETUP_COMMAND}" in read_notebook(stub_path(CHAPTERS[0])).cells[1].source
 
 
 def test_setup_cell_refuses_a_torch_older_than_supported(tmp_path):

@@ -21,6 +21,7 @@ from solutions.checks.core import (
     NotImplementedYet,
     Spec,
     _RESULTS,
+    case_inputs,
     check_function,
 )
 
@@ -52,6 +53,19 @@ def __dir__() -> list[str]:
     return sorted(list(globals()) + list(SPECS))
 
 
+def inputs(name: str, number: int, *, seed: int = PUBLIC_SEED, with_kwargs: bool = False):
+    """The arguments of test input ``number`` of check ``name``, to call your function on them.
+
+    A failing check prints the line to use, e.g. ``merge(*check.inputs("merge", 4))``. Each call
+    gives fresh copies, so your function may change them freely.
+    """
+    spec = SPECS.get(name)
+    if spec is None:
+        raise ValueError(f"there is no check called {name!r}; the checks are: {', '.join(SPECS)}")
+    case = case_inputs(spec, number, seed=seed)
+    return (case.args, case.kwargs) if with_kwargs else case.args
+
+
 def passed(*names: str) -> bool:
     """Whether every named check has passed in this kernel (demonstrations use it as a switch)."""
     return all(_RESULTS.get(name, (None, False))[1] for name in names)
@@ -80,4 +94,4 @@ def summary(chapter: str | None = None) -> None:
         print(f"Score: {earned}/{total}")
 
 
-__all__ = ["Case", "CheckFailure", "Mistake", "NotImplementedYet", "Spec", "PUBLIC_SEED", "SPECS", "passed", "specs_for", "summary"]
+__all__ = ["Case", "CheckFailure", "Mistake", "NotImplementedYet", "Spec", "PUBLIC_SEED", "SPECS", "inputs", "passed", "specs_for", "summary"]

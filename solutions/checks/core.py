@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import math
+import random
+import re
 import time
 import types
 from contextlib import contextmanager
@@ -26,75 +28,39 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-# Tolerances, written once: (rtol, atol) per dtype. CUDA kernels may sum in another order than
-# the CPU, so the GPU gets a little more room; the same answer then passes on both.
+from solutions.checks import wire
+from solutions.checks.outcome import Case, CheckFailure, NotImplementedYet, Outcome, Unsupported
+
+# Tolerances, written once: (rtol, atol) per dtype. The same on every device, so that one answer
+# gets one verdict on the CPU, on CUDA and in the grader (which has no GPU); checks run with TF32
+# off (see exact_math), which keeps CUDA's float32 results within these.
 TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.float64: (1e-7, 1e-7),
     torch.float32: (1e-4, 1e-5),
     torch.float16: (1e-2, 1e-3),
     torch.bfloat16: (2e-2, 1e-2),
 }
-CUDA_SLACK = 10.0  # multiply both tolerances on accelerators
 FLOAT_TOLERANCE = (1e-6, 1e-9)  # (rtol, atol) for plain Python floats
 
 PUBLIC_SEED = 0  # the seed of the check cells in notebooks; the grader draws its own
 
-
-class Unsupported:
-    """Stands for a returned value of a type a check cannot compare (see ``wire``)."""
-
-    def __init__(self, type_name: str, text: str = "") -> None:
-        self.type_name, self.text = type_name, text
-
-    def __repr__(self) -> str:
-        return f"<{self.type_name} object>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Unsupported) and self.type_name == other.type_name
-
-
-class CheckFailure(AssertionError):
-    """A check failed: the message is the sentence the learner reads."""
-
-
-class NotImplementedYet(CheckFailure):
-    """The exercise still raises NotImplementedError (an untouched stub)."""
-
-
-@dataclass
-class Case:
-    """One call: positional and keyword arguments, and a short label shown in messages."""
-
-    args: tuple
-    kwargs: dict = field(default_factory=dict)
-    label: str = ""
+# an input is shown whole in a failure message when its call is at most this long
+SHOW_INPUT_CHARS = 600
 
 
 @dataclass
 class Mistake:
     """A known wrong way to solve an exercise, and the hint that explains it.
 
-    ``variant`` is a deliberately wrong implementation. When the learner's output differs from
-    the reference but equals the variant's, the learner most likely made this mistake. Tests use
-    the same variants to prove that the check catches them with this hint.
+    ``variant`` is a deliberately wrong implementation. Its hint is given only when the learner's
+    outputs agree with the variant's on every case where the variant and the reference differ
+    (the cases that tell this mistake apart), never on one coincidental case. Tests use the same
+    variants to prove that the check catches them with this hint.
     """
 
     name: str
     hint: str
     variant: Callable
-
-
-@dataclass
-class Outcome:
-    """What one call produced: a value, or the exception's type and message."""
-
-    value: Any = None
-    error: Optional[tuple[str, str]] = None  # (exception type name, message)
-    mutated: list[str] = field(default_factory=list)  # names of arguments changed in place
-    seconds: float = 0.0
-    # the exception itself, in-process only: chained to the failure so the learner sees where
-    # their code raised (the grader gets only the type and message)
-    exception: Optional[BaseException] = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -106,9 +72,10 @@ class Spec:
     reference: Callable
     make_cases: Callable[[int], list[Case]]
     mistakes: list[Mistake] = field(default_factory=list)
-    # diagnose(case, actual, expected) -> hint or None: for mistakes a variant cannot express
+    # diagnose(case, actual, expected) -> hint or None: for mistakes a variant cannot express;
+    # it must only state facts about this case (it sees no other case)
     diagnose: Optional[Callable[[Case, Any, Any], Optional[str]]] = None
-    # exception type name -> hint, for errors that point at one mistake
+    # hints for errors: "TypeName" or "TypeName: regex" (searched in the message) -> hint
     error_hints: dict[str, str] = field(default_factory=dict)
     points: int = 1
     # whether the function may legitimately change its inputs (rare; default: it must not)
@@ -117,6 +84,10 @@ class Spec:
     # with these names bound to the references, so an earlier mistake is not counted twice and
     # an unfinished earlier exercise does not block this one
     uses: dict[str, Callable] = field(default_factory=dict)
+    # the order of a returned dict's keys is part of the answer (e.g. merges in learned order)
+    ordered: bool = False
+    # (rtol, atol) for this exercise's floats and float tensors, instead of the defaults
+    tolerance: Optional[tuple[float, float]] = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,12 +176,16 @@ def with_references(fn: Callable, uses: dict[str, Callable]) -> Callable:
 def run(fn: Callable, cases: list[Case]) -> list[Outcome]:
     """Call ``fn`` on a deep copy of every case; never raises for the function's own errors.
 
-    ``NotImplementedError`` is recorded like any other exception; the caller decides.
+    ``NotImplementedError`` is recorded like any other exception; the caller decides. A case
+    with a ``seed`` seeds torch's and Python's generators just before the call.
     """
     __tracebackhide__ = True  # a learner's traceback starts at their own code
     outcomes = []
     for case in cases:
         args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
+        if case.seed is not None:
+            torch.manual_seed(case.seed)
+            random.seed(case.seed)
         start = time.perf_counter()
         try:
             value = fn(*args, **kwargs)
@@ -243,11 +218,23 @@ def _type_name(value: Any) -> str:
     return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
 
-def difference(actual: Any, expected: Any, where: str = "the result") -> Optional[str]:
+def difference(
+    actual: Any,
+    expected: Any,
+    where: str = "the result",
+    *,
+    ordered: bool = False,
+    tolerance: Optional[tuple[float, float]] = None,
+) -> Optional[str]:
     """The first difference between two values as a sentence, or None if they match.
 
-    Order matters: type, then (for tensors) dtype, shape and device, then values.
+    Order matters: type, then (for tensors) dtype, shape and device, then values. ``ordered``:
+    a dict's key order must match too. ``tolerance``: (rtol, atol) for floats and float tensors
+    instead of the defaults.
     """
+    again = dict(ordered=ordered, tolerance=tolerance)
+    if isinstance(expected, Unsupported):
+        raise TypeError(f"the reference returned {expected!r}, which a check cannot compare: a bug in the spec")
     if isinstance(expected, torch.Tensor):
         if not isinstance(actual, torch.Tensor):
             return f"{where} should be a tensor, but it is {_type_name(actual)}."
@@ -257,7 +244,7 @@ def difference(actual: Any, expected: Any, where: str = "the result") -> Optiona
             return f"{where} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}."
         if actual.device.type != expected.device.type:
             return f"{where} is on device {actual.device.type}, expected {expected.device.type}."
-        return _tensor_values_differ(actual, expected, where)
+        return _tensor_values_differ(actual, expected, where, tolerance)
     if isinstance(expected, bool) or expected is None:
         if actual is not expected and actual != expected:
             return f"{where} is {_short(actual)}, expected {_short(expected)}."
@@ -265,7 +252,7 @@ def difference(actual: Any, expected: Any, where: str = "the result") -> Optiona
     if isinstance(expected, float):
         if not isinstance(actual, (int, float)) or isinstance(actual, bool):
             return f"{where} should be a number, but it is {_type_name(actual)}: {_short(actual)}."
-        rtol, atol = FLOAT_TOLERANCE
+        rtol, atol = tolerance or FLOAT_TOLERANCE
         if math.isnan(expected) != math.isnan(actual) or not (
             math.isnan(expected) or math.isclose(actual, expected, rel_tol=rtol, abs_tol=atol)
         ):
@@ -282,7 +269,8 @@ def difference(actual: Any, expected: Any, where: str = "the result") -> Optiona
         if len(actual) != len(expected):
             return f"{where} has {len(actual)} items, expected {len(expected)}."
         for i, (a, e) in enumerate(zip(actual, expected)):
-            found = difference(a, e, f"item {i} of {where}" if where != "the result" else f"item {i}")
+            inner = f"item {i} of {where}" if where != "the result" else f"item {i}"
+            found = difference(a, e, inner, **again)
             if found:
                 return found
         return None
@@ -296,29 +284,31 @@ def difference(actual: Any, expected: Any, where: str = "the result") -> Optiona
         if extra:
             return f"{where} has an unexpected key {extra[0]!r} ({len(extra)} extra in all)."
         for k in expected:
-            found = difference(actual[k], expected[k], f"the value for key {k!r}")
+            found = difference(actual[k], expected[k], f"the value for key {k!r}", **again)
             if found:
                 return found
+        if ordered and list(actual) != list(expected):
+            i = next(i for i, (a, e) in enumerate(zip(actual, expected)) if a != e)
+            return (
+                f"{where} has the right keys in the wrong order: key number {i} is "
+                f"{list(actual)[i]!r}, expected {list(expected)[i]!r} (the order is part of the answer)."
+            )
         return None
     if type(actual) is not type(expected):
         return f"{where} should be {_type_name(expected)}, but it is {_type_name(actual)}: {_short(actual)}."
     return None if actual == expected else f"{where} is {_short(actual)}, expected {_short(expected)}."
 
 
-def _tensor_values_differ(actual: torch.Tensor, expected: torch.Tensor, where: str) -> Optional[str]:
+def _tensor_values_differ(
+    actual: torch.Tensor, expected: torch.Tensor, where: str, tolerance: Optional[tuple[float, float]] = None
+) -> Optional[str]:
     a, e = actual.detach().cpu(), expected.detach().cpu()
     if not e.is_floating_point():
         wrong = (a != e).nonzero()
     else:
-        rtol, atol = TOLERANCES.get(e.dtype, (1e-5, 1e-8))
-        if actual.device.type != "cpu":
-            rtol, atol = rtol * CUDA_SLACK, atol * CUDA_SLACK
-        try:
-            torch.testing.assert_close(a, e, rtol=rtol, atol=atol, equal_nan=True)
-            return None
-        except AssertionError:
-            close = torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
-            wrong = (~close).nonzero()
+        rtol, atol = tolerance or TOLERANCES.get(e.dtype, (1e-5, 1e-8))
+        close = torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
+        wrong = (~close).nonzero()
     if len(wrong) == 0:
         return None
     index = tuple(wrong[0].tolist())
@@ -329,58 +319,136 @@ def _tensor_values_differ(actual: torch.Tensor, expected: torch.Tensor, where: s
     )
 
 
+def _same_outcome(spec: Spec, a: Outcome, b: Outcome) -> bool:
+    """Whether two calls agree: the same kind of error, or values without a difference."""
+    if a.error is not None or b.error is not None:
+        return a.error is not None and b.error is not None and a.error[0] == b.error[0]
+    try:
+        return difference(a.value, b.value, ordered=spec.ordered, tolerance=spec.tolerance) is None
+    except TypeError:  # an uncomparable value: they do not agree
+        return False
+
+
+def _call_text(spec: Spec, case: Case) -> str:
+    """The failing call written out, as the learner would type it."""
+    parts = [repr(a) for a in case.args] + [f"{k}={v!r}" for k, v in case.kwargs.items()]
+    return f"{spec.name}({', '.join(parts)})"
+
+
+def _error_hint(spec: Spec, kind: str, message: str) -> Optional[str]:
+    for key, hint in spec.error_hints.items():
+        name, _, pattern = key.partition(":")
+        if name.strip() == kind and (not pattern.strip() or re.search(pattern.strip(), message)):
+            return hint
+    return None
+
+
 def compare(
     spec: Spec, cases: list[Case], outcomes: list[Outcome], expected: list[Outcome], *, hidden: bool = False
 ) -> None:
     """Raise :class:`CheckFailure` with a plain sentence at the first case that does not match.
 
-    ``hidden``: the inputs are the grader's secret ones, so messages do not show them.
+    ``hidden``: the inputs are the grader's secret ones, so messages do not show them. Otherwise
+    the message shows the failing call whole (when it is short) and how to get its arguments.
     """
-    for case, got, want in zip(cases, outcomes, expected):
+    for index, (case, got, want) in enumerate(zip(cases, outcomes, expected)):
         on = " on a hidden test input" if hidden else f" on {case.label}" if case.label else ""
-        if got.error is not None and got.error[0] == "NotImplementedError":
-            raise NotImplementedYet(
-                f"{spec.name} is not implemented yet: replace `raise NotImplementedError()` "
-                f"with your code."
-            )
-        if want.error is not None and got.error is not None and got.error[0] == want.error[0]:
-            continue  # the reference refuses this input too, with the same kind of error
-        if got.error is not None:
-            kind, message = got.error
-            hint = spec.error_hints.get(kind)
-            raise CheckFailure(
-                f"{spec.name} raised {kind}{on}: {message}" + (f"\nHint: {hint}" if hint else "")
-            ) from got.exception
-        if want.error is not None:  # the reference refuses this input: the learner must refuse too
-            raise CheckFailure(
-                f"{spec.name}{on} should raise {want.error[0]} ({want.error[1]}), "
-                f"but it returned {_short(got.value)}."
-            )
-        if got.mutated and not spec.may_mutate:
-            raise CheckFailure(
-                f"{spec.name} changed its input in place ({', '.join(got.mutated)}){on}; "
-                f"work on a copy instead."
-            )
-        problem = difference(got.value, want.value)
+        problem, hint, cause = _first_problem(spec, cases, outcomes, expected, index, on)
         if problem is None:
             continue
-        hint = _likely_mistake(spec, case, got.value, want.value)
-        message = f"{spec.name}{on}: {problem}"
+        if isinstance(problem, NotImplementedYet):
+            raise problem
+        message = problem
+        if not hidden:
+            message += _reproduce(spec, case, index, len(cases))
         if hint:
             message += f"\nHint: {hint}"
-        raise CheckFailure(message)
+        raise CheckFailure(message) from cause
 
 
-def _likely_mistake(spec: Spec, case: Case, actual: Any, expected: Any) -> Optional[str]:
+def _first_problem(
+    spec: Spec, cases: list[Case], outcomes: list[Outcome], expected: list[Outcome], index: int, on: str
+) -> tuple[Any, Optional[str], Optional[BaseException]]:
+    """(sentence or NotImplementedYet, hint, exception to chain) for case ``index``, or Nones.
+
+    ``on`` names the case in the sentence (" on <label>").
+    """
+    case, got, want = cases[index], outcomes[index], expected[index]
+    if got.error is not None and got.error[0] == "NotImplementedError":
+        return (
+            NotImplementedYet(
+                f"{spec.name} is not implemented yet: replace `raise NotImplementedError()` with your code."
+            ),
+            None,
+            None,
+        )
+    if want.error is not None and got.error is not None and got.error[0] == want.error[0]:
+        return None, None, None  # the reference refuses this input too, with the same kind of error
+    if got.error is not None:
+        kind, text = got.error
+        hint = _error_hint(spec, kind, text) or _likely_mistake(spec, cases, outcomes, expected, index)
+        return f"{spec.name} raised {kind}{on}: {text}", hint, got.exception
+    if want.error is not None:  # the reference refuses this input: the learner must refuse too
+        hint = _likely_mistake(spec, cases, outcomes, expected, index)
+        return (
+            f"{spec.name}{on} should raise {want.error[0]} ({want.error[1]}), but it returned {_short(got.value)}.",
+            hint,
+            None,
+        )
+    if got.mutated and not spec.may_mutate:
+        return (
+            f"{spec.name} changed its input in place ({', '.join(got.mutated)}){on}; work on a copy instead.",
+            None,
+            None,
+        )
+    problem = difference(got.value, want.value, ordered=spec.ordered, tolerance=spec.tolerance)
+    if problem is None:
+        return None, None, None
+    hint = None
     if spec.diagnose is not None:
-        hint = spec.diagnose(case, actual, expected)
-        if hint:
-            return hint
+        hint = spec.diagnose(case, got.value, want.value)
+    return f"{spec.name}{on}: {problem}", hint or _likely_mistake(spec, cases, outcomes, expected, index), None
+
+
+def _reproduce(spec: Spec, case: Case, index: int, total: int) -> str:
+    call = _call_text(spec, case)
+    number = index + 1
+    text = f"\nTest input {number} of {total}"
+    if len(call) <= SHOW_INPUT_CHARS:
+        text += f": {call}"
+    else:
+        text += f" (too long to show: {len(call):,} characters)"
+    if not case.kwargs:
+        text += f"\nTo try it yourself: {spec.name}(*check.inputs({spec.name!r}, {number}))"
+    else:
+        text += f"\nTo try it yourself: args, kwargs = check.inputs({spec.name!r}, {number}, with_kwargs=True)"
+    return text
+
+
+def _likely_mistake(
+    spec: Spec, cases: list[Case], outcomes: list[Outcome], expected: list[Outcome], index: int
+) -> Optional[str]:
+    """The hint of the known mistake the learner's outputs agree with, or None.
+
+    A mistake is named only when the learner agrees with it on every case that tells it apart
+    from the reference, and case ``index`` is one of them.
+    """
     for mistake in spec.mistakes:
-        (variant,) = run(mistake.variant, [case])
-        if variant.error is None and difference(actual, variant.value) is None:
+        variant = wire.round_trip(run(mistake.variant, cases))
+        telling = [i for i in range(len(cases)) if not _same_outcome(spec, variant[i], expected[i])]
+        if index in telling and all(_same_outcome(spec, outcomes[i], variant[i]) for i in telling):
             return mistake.hint
     return None
+
+
+def case_inputs(spec: Spec, number: int, *, seed: int = PUBLIC_SEED, device: torch.device | str | None = None) -> Case:
+    """Test input ``number`` (counted from 1, as failure messages count) of a check, on ``device``."""
+    cases = spec.make_cases(seed)
+    if not 1 <= number <= len(cases):
+        raise ValueError(f"check {spec.name} has test inputs 1 to {len(cases)}, not {number}")
+    case = cases[number - 1]
+    device = torch.device(device) if device is not None else default_device()
+    return Case(to_device(case.args, device), to_device(case.kwargs, device), case.label, case.seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,20 +467,20 @@ def check_function(
         raise CheckFailure(f"check.{spec.name} needs your function, but got {_type_name(fn)}.")
     device = torch.device(device) if device is not None else default_device()
     cases = spec.make_cases(seed)
-    from solutions.checks import wire  # wire builds on this module
-
     with exact_math():
         expected = wire.round_trip(run(spec.reference, cases))  # the reference runs on the CPU
         for want in expected:
             want.value = to_device(want.value, device)
-        learner_cases = [Case(to_device(c.args, device), to_device(c.kwargs, device), c.label) for c in cases]
+        learner_cases = [
+            Case(to_device(c.args, device), to_device(c.kwargs, device), c.label, c.seed) for c in cases
+        ]
         # the same round trip as in the grader, so both give the same verdict
         outcomes = wire.round_trip(run(with_references(fn, spec.uses), learner_cases))
-    try:
-        compare(spec, learner_cases, outcomes, expected)
-    except CheckFailure:
-        _record(spec, False)
-        raise
+        try:
+            compare(spec, learner_cases, outcomes, expected)
+        except CheckFailure:
+            _record(spec, False)
+            raise
     _record(spec, True)
     print(f"✔ {spec.name}: correct on all {len(cases)} test inputs.")
 

@@ -25,14 +25,16 @@ def _text(rng: random.Random, n_pieces: int) -> str:
     return " ".join(rng.choice(_PIECES) for _ in range(n_pieces))
 
 
-def _label(text: str, limit: int = 40) -> str:
-    shown = text if len(text) <= limit else text[: limit - 3] + "..."
-    return f"text={shown!r}"
+# Code points at the edges of UTF-8's 1-, 2-, 3- and 4-byte forms, and a few scripts.
+_CHAR_POOL = "ab z\n\t.é\x7f\x80\u07ff\u0800\uffff\U00010000\U0010ffff日本ü😀Κ"
 
 
-def _ids_label(ids: list[int], limit: int = 12) -> str:
-    shown = repr(ids) if len(ids) <= limit else repr(ids[:limit])[:-1] + ", ...]"
-    return f"ids={shown}"
+def _random_text(rng: random.Random, max_len: int = 8) -> str:
+    return "".join(rng.choice(_CHAR_POOL) for _ in range(rng.randint(1, max_len)))
+
+
+def _ids(rng: random.Random, alphabet: int, max_len: int) -> list[int]:
+    return [rng.randrange(alphabet) for _ in range(rng.randint(2, max_len))]
 
 
 # --- 1. text_to_bytes -------------------------------------------------------------------------
@@ -40,8 +42,15 @@ def _ids_label(ids: list[int], limit: int = 12) -> str:
 
 def _cases_text_to_bytes(seed: int) -> list[Case]:
     rng = random.Random(seed)
-    texts = ["", "hello", "café", "日本", "😀!"] + [_text(rng, rng.randint(1, 4)) for _ in range(5)]
-    return [Case((t,), label=_label(t)) for t in texts]
+    cases = [
+        Case(("",), label="the empty text"),
+        Case(("hello",), label="ASCII"),
+        Case(("café 日本 😀!",), label="1- to 4-byte characters"),
+        Case(("\x7f\x80\u07ff\u0800\uffff\U00010000\U0010ffff",), label="the edges of each UTF-8 length"),
+        Case((_text(rng, 3),), label="a sentence"),
+    ]
+    cases += [Case((_random_text(rng),), label="random characters") for _ in range(10)]
+    return cases
 
 
 def _code_points(text: str) -> list[int]:
@@ -59,9 +68,16 @@ def _diagnose_text_to_bytes(case: Case, actual: Any, expected: Any) -> Optional[
 
 def _cases_get_pair_counts(seed: int) -> list[Case]:
     rng = random.Random(seed)
-    lists = [[], [7], [1, 2], [5, 5, 5, 5], [1, 2, 3, 1, 2]]
-    lists += [[rng.randint(0, 5) for _ in range(rng.randint(3, 30))] for _ in range(6)]
-    return [Case((ids,), label=_ids_label(ids)) for ids in lists]
+    cases = [
+        Case(([],), label="no ids"),
+        Case(([7],), label="one id"),
+        Case(([1, 2],), label="one pair"),
+        Case(([5, 5, 5, 5],), label="a run: overlapping pairs"),
+        Case(([1, 2, 3, 1, 2],), label="a repeated pair"),
+        Case(([300, 2, 300, 2, 300],), label="ids above 255"),
+    ]
+    cases += [Case((_ids(rng, rng.randint(2, 4), 20),), label="random ids") for _ in range(10)]
+    return cases
 
 
 def _pairs_stepping_by_two(ids: list[int]) -> dict:
@@ -84,7 +100,13 @@ def _pairs_missing_last(ids: list[int]) -> dict:
 
 def _cases_most_frequent_pair(seed: int) -> list[Case]:
     rng = random.Random(seed)
-    cases = [Case(({(1, 2): 3},), label="counts={(1, 2): 3}")]
+    cases = [
+        Case(({(1, 2): 3},), label="one pair"),
+        Case(({(1, 2): 1, (3, 4): 5, (0, 0): 2},), label="no tie"),
+        Case(({(2, 0): 4, (1, 9): 4},), label="a tie decided by the first id"),
+        Case(({(1, 5): 2, (1, 3): 2, (0, 7): 1},), label="a tie decided by the second id"),
+        Case(({(9, 9): 3, (300, 1): 3, (4, 8): 3, (5, 0): 1},), label="a three-way tie"),
+    ]
     for _ in range(6):
         pairs = rng.sample([(a, b) for a in range(6) for b in range(6)], rng.randint(3, 10))
         top = rng.randint(2, 6)
@@ -94,7 +116,10 @@ def _cases_most_frequent_pair(seed: int) -> list[Case]:
         for p in tied:
             counts[p] = top
         counts = dict(sorted(counts.items(), key=lambda kv: kv[0], reverse=True))
-        cases.append(Case((counts,), label=f"counts with a tie at {top}"))
+        cases.append(Case((counts,), label=f"random counts with a tie at {top}"))
+    for _ in range(4):
+        counts = {(rng.randrange(4), rng.randrange(4)): rng.randint(1, 9) for _ in range(rng.randint(1, 8))}
+        cases.append(Case((counts,), label="random counts"))
     cases.append(Case(({},), label="empty counts"))
     return cases
 
@@ -105,9 +130,8 @@ def _diagnose_most_frequent_pair(case: Case, actual: Any, expected: Any) -> Opti
         return None
     if counts[actual] == counts[expected]:
         return (
-            f"{actual} and {expected} tie at {counts[expected]} occurrences. The rule is: ties go "
-            f"to the smallest pair, e.g. max(counts, key=lambda p: (counts[p], -p[0], -p[1])) or "
-            f"min over the tied pairs."
+            f"{actual} and {expected} tie at {counts[expected]} occurrences; the rule gives a tie to "
+            f"the smallest pair (tuples compare element by element)."
         )
     if counts[actual] < counts[expected]:
         return f"{actual} occurs {counts[actual]} times but {expected} occurs {counts[expected]} times."
@@ -120,15 +144,21 @@ def _diagnose_most_frequent_pair(case: Case, actual: Any, expected: Any) -> Opti
 def _cases_merge(seed: int) -> list[Case]:
     rng = random.Random(seed)
     cases = [
-        Case(([5, 5, 5], (5, 5), 256), label="ids=[5, 5, 5], pair=(5, 5)"),
-        Case(([1, 2, 3, 1, 2], (1, 2), 300), label="ids=[1, 2, 3, 1, 2], pair=(1, 2)"),
-        Case(([], (1, 2), 256), label="ids=[]"),
-        Case(([3, 1, 2], (1, 2), 256), label="ids=[3, 1, 2], pair=(1, 2)"),
+        Case(([5, 5, 5], (5, 5), 256), label="a run of three: occurrences do not overlap"),
+        Case(([5, 5, 5, 5], (5, 5), 256), label="a run of four"),
+        Case(([1, 2, 1, 2], (1, 2), 256), label="the pair twice in a row"),
+        Case(([1, 2, 3, 1, 2], (1, 2), 300), label="the pair at both ends"),
+        Case(([], (1, 2), 256), label="no ids"),
+        Case(([3, 1, 2], (1, 2), 256), label="the pair at the end"),
+        Case(([2, 1, 3], (1, 2), 256), label="the pair reversed is not the pair"),
+        Case(([1, 1, 2], (1, 2), 257), label="the pair after a partial match"),
+        Case(([12, 3, 1, 23], (1, 2), 256), label="digits that would join in a string"),
     ]
-    for _ in range(5):
-        ids = [rng.randint(0, 3) for _ in range(rng.randint(4, 25))]
-        pair = (ids[1], ids[2])
-        cases.append(Case((ids, pair, 256 + rng.randint(0, 50)), label=f"{_ids_label(ids)}, pair={pair}"))
+    for _ in range(12):
+        ids = _ids(rng, rng.randint(2, 3), 16)
+        start = rng.randrange(len(ids) - 1)
+        pair = (ids[start], ids[start + 1])
+        cases.append(Case((ids, pair, 256 + rng.randint(0, 50)), label="random ids"))
     return cases
 
 
@@ -167,15 +197,19 @@ def _merge_first_only(ids: list[int], pair: tuple[int, int], new_id: int) -> lis
 def _cases_train_bpe(seed: int) -> list[Case]:
     rng = random.Random(seed)
     cases = [
-        Case(("aaabdaaabac", 259), label="text='aaabdaaabac', vocab_size=259"),
-        Case(("hello", 256), label="vocab_size=256 (no merges)"),
-        Case(("ab", 300), label="text='ab', vocab_size=300 (runs out of pairs)"),
-        Case(("abc", 100), label="vocab_size=100 (too small)"),
+        Case(("aaabdaaabac", 259), label="Wikipedia's example"),
+        Case(("hello", 256), label="vocab_size=256: no merges"),
+        Case(("ab", 300), label="it runs out of pairs"),
+        Case(("", 260), label="the empty text"),
+        Case(("abc", 100), label="vocab_size too small"),
+        Case(("abc", 255), label="vocab_size one too small"),
+        Case(("zzyyxx zzyyxx", 262), label="merges learned out of sorted order"),
     ]
-    for _ in range(3):
-        text = _text(rng, rng.randint(2, 5))
-        size = 256 + rng.randint(3, 12)
-        cases.append(Case((text, size), label=f"{_label(text)}, vocab_size={size}"))
+    for _ in range(5):
+        text = "".join(rng.choice("abcd ") for _ in range(rng.randint(4, 24)))
+        cases.append(Case((text, 256 + rng.randint(2, 8)), label="a random text"))
+    text = _text(rng, rng.randint(2, 4))
+    cases.append(Case((text, 256 + rng.randint(8, 14)), label="a sentence"))
     return cases
 
 
@@ -218,15 +252,51 @@ def _trained_merges(rng: random.Random) -> dict:
     return ref.train_bpe(_text(rng, 6), 256 + rng.randint(8, 20))
 
 
+def _shuffled(merges: dict, rng: random.Random) -> dict:
+    """The same merges listed in another order: the rule says ids, not dict order, decide."""
+    items = list(merges.items())
+    rng.shuffle(items)
+    return dict(items)
+
+
 def _cases_encode(seed: int) -> list[Case]:
     rng = random.Random(seed)
     merges = _trained_merges(rng)
-    texts = ["", "aaabdaaabac", "😀 naïve"] + [_text(rng, rng.randint(1, 4)) for _ in range(5)]
-    cases = [Case((t, merges), label=f"{_label(t)} with {len(merges)} merges") for t in texts]
-    # rank and frequency disagree here: (a, b) was learned first, but (b, c) is more frequent
-    ranked = {(97, 98): 256, (98, 99): 257}
-    cases.append(Case(("abcbcbc", ranked), label="text='abcbcbc', merges={(97, 98): 256, (98, 99): 257}"))
+    cases = [
+        Case(("", merges), label="the empty text"),
+        Case(("abc", {(98, 99): 256, (97, 98): 257}), label="rank, not position: the leftmost pair is not the first merge"),
+        Case(("abcbcbc", {(97, 98): 256, (98, 99): 257}), label="rank, not frequency"),
+        Case(("abcd", {(99, 100): 256, (98, 256): 257, (97, 257): 258}), label="merges built on merges"),
+        Case(("aaaa", {(97, 97): 256, (256, 256): 257}), label="a run merged twice"),
+        Case(("xyxyz", {(120, 121): 257, (121, 120): 256}), label="merges listed out of id order"),
+        Case(("😀 naïve", merges), label="multi-byte characters"),
+    ]
+    for _ in range(3):
+        text = _text(rng, rng.randint(1, 3))
+        cases.append(Case((text, merges), label="a sentence"))
+    for _ in range(6):
+        train_text = "".join(rng.choice("abc ") for _ in range(rng.randint(6, 20)))
+        learned = _shuffled(ref.train_bpe(train_text, 256 + rng.randint(3, 8)), rng)
+        text = "".join(rng.choice("abc ") for _ in range(rng.randint(3, 14)))
+        cases.append(Case((text, learned), label="a random text, merges in random order"))
     return cases
+
+
+def _encode_leftmost_pair(text: str, merges: dict) -> list[int]:
+    # merges the first adjacent pair that has a merge, whatever its rank
+    ids = list(text.encode("utf-8"))
+    while True:
+        found = next(((a, b) for a, b in zip(ids, ids[1:]) if (a, b) in merges), None)
+        if found is None:
+            return ids
+        ids = ref.merge(ids, found, merges[found])
+
+
+def _encode_in_dict_order(text: str, merges: dict) -> list[int]:
+    ids = list(text.encode("utf-8"))
+    for pair, new_id in merges.items():
+        ids = ref.merge(ids, pair, new_id)
+    return ids
 
 
 def _encode_most_frequent_first(text: str, merges: dict) -> list[int]:
@@ -252,17 +322,30 @@ def _encode_code_points(text: str, merges: dict) -> list[int]:
 # --- 7. decode --------------------------------------------------------------------------------
 
 
+def _small_vocab(ids: list[int], merges: dict, rng: random.Random) -> dict:
+    """The part of build_vocab(merges) these ids use, plus a few other ids: short to print."""
+    vocab = ref.build_vocab(merges)
+    keep = set(ids) | set(rng.sample(sorted(vocab), 3))
+    return {i: vocab[i] for i in sorted(keep)}
+
+
 def _cases_decode(seed: int) -> list[Case]:
     rng = random.Random(seed)
     merges = _trained_merges(rng)
-    vocab = ref.build_vocab(merges)
     cases = []
-    for text in ["", "héllo 😀"] + [_text(rng, rng.randint(1, 4)) for _ in range(4)]:
+    for text, label in [("", "no ids"), ("héllo 😀", "multi-byte characters")] + [
+        (_text(rng, rng.randint(1, 3)), "a sentence") for _ in range(4)
+    ]:
         ids = ref.encode(text, merges)
-        cases.append(Case((ids, vocab), label=_ids_label(ids)))
+        cases.append(Case((ids, _small_vocab(ids, merges, rng)), label=label))
+    # one character's bytes spread over two tokens
+    split = {0xC3: b"\xc3", 256: b"\xa9!", 104: b"h"}
+    cases.append(Case(([104, 0xC3, 256], split), label="a character split across tokens"))
     # bytes that are not valid UTF-8: a lone continuation byte, and half of a 4-byte emoji
     for ids in ([0xFF, 104, 105], list("😀".encode("utf-8"))[:2] + [33]):
-        cases.append(Case((ids, vocab), label=f"{_ids_label(ids)} (not valid UTF-8)"))
+        vocab = {i: bytes([i]) for i in sorted(set(ids))}
+        cases.append(Case((ids, vocab), label="not valid UTF-8"))
+    cases.append(Case(([104, 999], {104: b"h", 105: b"i"}), label="an id missing from vocab"))
     return cases
 
 
@@ -276,10 +359,15 @@ def _decode_token_by_token(ids: list[int], vocab: dict) -> str:
 def _cases_compression_ratio(seed: int) -> list[Case]:
     rng = random.Random(seed)
     merges = _trained_merges(rng)
-    cases = []
-    for text in ["café 😀 日本"] + [_text(rng, rng.randint(2, 5)) for _ in range(4)]:
-        cases.append(Case((text, ref.encode(text, merges)), label=_label(text)))
-    cases.append(Case(("", []), label="text='' and no tokens"))
+    cases = [
+        Case(("café 😀 日本", ref.encode("café 😀 日本", merges)), label="multi-byte characters"),
+        Case(("abc", [97, 98, 99]), label="one byte per token"),
+        Case(("", []), label="no tokens"),
+        Case(("ab", []), label="text but no tokens"),
+    ]
+    for _ in range(5):
+        text = _text(rng, rng.randint(1, 4)) + _random_text(rng, 4)
+        cases.append(Case((text, ref.encode(text, merges)), label="a text and its tokens"))
     return cases
 
 
@@ -302,8 +390,8 @@ SPECS = [
         mistakes=[
             Mistake(
                 "code points",
-                "these are Unicode code points (ord), not UTF-8 bytes: characters outside ASCII take "
-                "2 to 4 bytes each. Use text.encode('utf-8').",
+                "these are Unicode code points (ord), not UTF-8 bytes: in UTF-8 a character outside "
+                "ASCII takes 2 to 4 bytes.",
                 _code_points,
             )
         ],
@@ -317,8 +405,8 @@ SPECS = [
         mistakes=[
             Mistake(
                 "non-overlapping",
-                "pairs overlap: [1, 2, 3] has the pairs (1, 2) and (2, 3). Count (ids[i], ids[i+1]) "
-                "for every i, not every second i.",
+                "pairs overlap: [1, 2, 3] has the pairs (1, 2) and (2, 3); every position except "
+                "the last starts a pair, not every second one.",
                 _pairs_stepping_by_two,
             ),
             Mistake(
@@ -365,6 +453,7 @@ SPECS = [
         reference=ref.train_bpe,
         make_cases=_cases_train_bpe,
         diagnose=_diagnose_train_bpe,
+        ordered=True,  # the merges in the order learned: the order is part of the answer
         uses={f.__name__: f for f in (ref.text_to_bytes, ref.get_pair_counts, ref.most_frequent_pair, ref.merge)},
         points=2,
     ),
@@ -385,6 +474,18 @@ SPECS = [
                 "code points",
                 "start from the UTF-8 bytes of the text, not from its code points (ord).",
                 _encode_code_points,
+            ),
+            Mistake(
+                "leftmost pair",
+                "you merged the leftmost pair that has a merge; the rule is the pair with the lowest "
+                "new id among all adjacent pairs, wherever it is.",
+                _encode_leftmost_pair,
+            ),
+            Mistake(
+                "dict order",
+                "you applied the merges in the order the dict lists them; the rule is by id (rank), "
+                "and a dict may list them in any order.",
+                _encode_in_dict_order,
             ),
         ],
     ),
@@ -414,7 +515,7 @@ SPECS = [
         mistakes=[
             Mistake(
                 "characters",
-                "count UTF-8 bytes, not characters: len(text.encode('utf-8')).",
+                "the ratio counts UTF-8 bytes, not characters: 'é' is one character but two bytes.",
                 _ratio_of_characters,
             ),
             Mistake("inverted", "the ratio is bytes per token, not tokens per byte.", _ratio_inverted),

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from solutions.checks.core import Outcome, Unsupported
+from solutions.checks.outcome import Outcome, Unsupported
 
 MAX_DEPTH = 50
 MAX_ITEMS = 1_000_000  # elements in all, tensor elements included

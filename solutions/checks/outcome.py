@@ -1,0 +1,58 @@
+"""The plain data a check passes around: a case, what one call produced, and the failures.
+
+Kept apart from the comparison logic (``core``) and the wire format (``wire``) so that both can
+import these types without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+class Unsupported:
+    """Stands for a returned value of a type a check cannot compare (see ``wire``)."""
+
+    def __init__(self, type_name: str, text: str = "") -> None:
+        self.type_name, self.text = type_name, text
+
+    def __repr__(self) -> str:
+        return f"<{self.type_name} object>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unsupported) and self.type_name == other.type_name
+
+
+class CheckFailure(AssertionError):
+    """A check failed: the message is the sentence the learner reads."""
+
+
+class NotImplementedYet(CheckFailure):
+    """The exercise still raises NotImplementedError (an untouched stub)."""
+
+
+@dataclass
+class Case:
+    """One call: positional and keyword arguments, and a short label shown in messages.
+
+    ``seed``: when set, ``torch``'s and ``random``'s generators are seeded with it just before
+    the call, so that code that draws random numbers gives the same result everywhere.
+    """
+
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    label: str = ""
+    seed: Optional[int] = None
+
+
+@dataclass
+class Outcome:
+    """What one call produced: a value, or the exception's type and message."""
+
+    value: Any = None
+    error: Optional[tuple[str, str]] = None  # (exception type name, message)
+    mutated: list[str] = field(default_factory=list)  # names of arguments changed in place
+    seconds: float = 0.0
+    # the exception itself, in-process only: chained to the failure so the learner sees where
+    # their code raised (the grader gets only the type and message)
+    exception: Optional[BaseException] = field(default=None, repr=False, compare=False)

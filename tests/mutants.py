@@ -1,0 +1,297 @@
+"""A small mutation tester for the exercise references: does each check reject wrong code?
+
+Mutation testing asks the question the course cares most about: for every small change to a
+reference (an operator, a comparison, a constant, an off-by-one, a swapped or deleted statement,
+two arguments in another order), does the check fail? A change that still passes is a
+"survivor": either the change does not alter behaviour (an equivalent mutant, listed with the
+reason in ``EQUIVALENT``) or the check's cases are too weak.
+
+Well-kept mutation tools (mutmut, cosmic-ray) mutate files on disk and rerun a whole test suite
+per mutant; here a mutant is one function or class compiled in memory and handed to the check,
+which takes milliseconds, so every exercise of the course is mutated on every test run.
+
+Used by ``tests/test_mutation.py`` (the 95 % floor per exercise) and ``bench/bench_mutation.py``
+(prints the kill rate per exercise and the survivors).
+"""
+
+from __future__ import annotations
+
+import __future__
+import ast
+import contextlib
+import copy
+import inspect
+import io
+import signal
+import sys
+import textwrap
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+from solutions.checks.core import CheckFailure, Spec, check_function
+
+# A hidden seed, standing in for the grader's: its cases must kill as much as the notebook's.
+SEEDS = (0, 424242)
+TIMEOUT_S = 1.0  # a mutant that loops forever (i += 0) counts as killed, as the grader's time limit would
+
+# (exercise, mutant description) -> why the mutant behaves exactly like the reference.
+# Swaps of independent statements and changes to exception messages are not generated at all.
+EQUIVALENT: dict[tuple[str, str], str] = {
+    ("most_frequent_pair", "line 7: delete `if not counts:`"):
+        "max() of no counts raises ValueError too, the type the exercise asks for",
+    ("most_frequent_pair", "line 7: swap `if not counts:` with the next statement"):
+        "max() of no counts raises ValueError before the test is reached: the same type",
+    ("most_frequent_pair", "line 8: delete `raise ValueError('counts is empty: there is no ...`"):
+        "max() of no counts raises ValueError on the next line: the same type",
+    ("train_bpe", "line 12: swap `if vocab_size < 256:` with the next statement"):
+        "the next statement only sets a local from a str, which cannot fail: the guard still raises first",
+}
+
+_BINOP_SWAPS = {
+    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Div, ast.Pow: ast.Mult, ast.Mod: ast.FloorDiv, ast.MatMult: ast.Mult,
+}
+_CMP_SWAPS = {
+    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is,
+}
+_NAME_SWAPS = {"min": "max", "max": "min", "any": "all", "all": "any", "True": "False", "False": "True"}
+_ATTR_SWAPS = {"sin": "cos", "cos": "sin", "max": "min", "min": "max", "sum": "mean", "mean": "sum",
+               "argmax": "argmin", "argmin": "argmax", "tril": "triu", "triu": "tril"}
+
+
+class MutantTimeout(BaseException):
+    """Raised by the alarm; a BaseException so that the check's `except Exception` lets it through."""
+
+
+@dataclass
+class Mutant:
+    description: str  # e.g. "line 7: `<` -> `<=`"
+    obj: Any  # the mutated function or class
+
+
+def _docstring_nodes(tree: ast.AST) -> set[int]:
+    ids = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                ids.add(id(first))
+                ids.add(id(first.value))
+    return ids
+
+
+def _inside_raise(tree: ast.AST) -> set[int]:
+    # An exception's message is not part of any exercise's contract (checks compare the
+    # exception's type), so the words and numbers inside a `raise` are not mutated; deleting or
+    # moving the `raise` statement itself still is.
+    return {id(inner) for node in ast.walk(tree) if isinstance(node, ast.Raise) for inner in ast.walk(node) if inner is not node}
+
+
+def _names(stmt: ast.stmt) -> tuple[set[str], set[str]]:
+    """(names the statement writes, names it reads); a method call or item assignment on a
+    name counts as writing it."""
+    written, read = set(), set()
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Name):
+            (written if isinstance(node.ctx, (ast.Store, ast.Del)) else read).add(node.id)
+        elif isinstance(node, (ast.Subscript, ast.Attribute)) and isinstance(node.ctx, ast.Store):
+            base = node.value
+            while isinstance(base, (ast.Subscript, ast.Attribute)):
+                base = base.value
+            if isinstance(base, ast.Name):
+                written.add(base.id)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
+            written.add(node.func.value.id)
+    return written, read
+
+
+def _independent(a: ast.stmt, b: ast.stmt) -> bool:
+    """Whether swapping two statements cannot change behaviour: neither writes a name the other
+    reads or writes, and neither leaves the block (return, raise, break, continue)."""
+    leaves = (ast.Return, ast.Raise, ast.Break, ast.Continue)
+    if any(isinstance(n, leaves) for s in (a, b) for n in ast.walk(s)):
+        return False
+    (wa, ra), (wb, rb) = _names(a), _names(b)
+    return not (wa & (wb | rb) or wb & ra)
+
+
+def _sites(tree: ast.AST) -> list[tuple[str, Callable[[ast.AST], None], ast.AST]]:
+    """Every mutation this tree allows: (description, how to apply it to a node, the node)."""
+    skip = _docstring_nodes(tree) | _inside_raise(tree)
+    sites: list[tuple[str, Callable[[ast.AST], None], ast.AST]] = []
+
+    def add(node: ast.AST, description: str, apply: Callable[[ast.AST], None], at: ast.AST | None = None) -> None:
+        where = at if at is not None else node
+        sites.append((f"line {getattr(where, 'lineno', '?')}: {description}", apply, node))
+
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in _BINOP_SWAPS:
+            new = _BINOP_SWAPS[type(node.op)]
+            add(node, f"{type(node.op).__name__} -> {new.__name__}", lambda n, new=new: setattr(n, "op", new()))
+        if isinstance(node, ast.Compare):
+            for k, op in enumerate(node.ops):
+                if type(op) in _CMP_SWAPS:
+                    new = _CMP_SWAPS[type(op)]
+
+                    def apply(n, k=k, new=new):
+                        n.ops[k] = new()
+
+                    add(node, f"{type(op).__name__} -> {new.__name__}", apply)
+        if isinstance(node, ast.BoolOp):
+            new = ast.Or if isinstance(node.op, ast.And) else ast.And
+            add(node, f"{type(node.op).__name__} -> {new.__name__}", lambda n, new=new: setattr(n, "op", new()))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
+            add(node, f"drop the unary {type(node.op).__name__}", _drop_unary)
+        if isinstance(node, ast.Constant) and not isinstance(node.value, bool):
+            v = node.value
+            if isinstance(v, int):
+                for new_value in sorted({v + 1, v - 1, 0} - {v}):
+                    add(node, f"constant {v} -> {new_value}", lambda n, nv=new_value: setattr(n, "value", nv))
+            elif isinstance(v, float):
+                for new_value in (v * 2, v / 2 if v else 1.0):
+                    add(node, f"constant {v!r} -> {new_value!r}", lambda n, nv=new_value: setattr(n, "value", nv))
+            elif isinstance(v, str) and v:
+                add(node, f"string {v!r} -> ''", lambda n: setattr(n, "value", ""))
+        if isinstance(node, ast.Name) and node.id in _NAME_SWAPS and isinstance(node.ctx, ast.Load):
+            new_name = _NAME_SWAPS[node.id]
+            add(node, f"{node.id} -> {new_name}", lambda n, nn=new_name: setattr(n, "id", nn))
+        if isinstance(node, ast.Attribute) and node.attr in _ATTR_SWAPS:
+            new_attr = _ATTR_SWAPS[node.attr]
+            add(node, f".{node.attr} -> .{new_attr}", lambda n, na=new_attr: setattr(n, "attr", na))
+        if isinstance(node, ast.Call) and len(node.args) >= 2 and not any(isinstance(a, ast.Starred) for a in node.args[:2]):
+            add(node, "swap the first two arguments of a call", lambda n: n.args.__setitem__(slice(0, 2), [n.args[1], n.args[0]]))
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice):
+            s = node.slice
+            for part in ("lower", "upper"):
+                if getattr(s, part) is not None:
+                    add(node, f"drop the slice's {part} bound", lambda n, p=part: setattr(n.slice, p, None))
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
+                continue
+            for k, stmt in enumerate(body):
+                if id(stmt) in skip:
+                    continue
+                if not isinstance(stmt, (ast.FunctionDef, ast.ClassDef)):
+                    add(node, f"delete `{_first_line(stmt)}`", _replace_with_pass(field, k), stmt)
+                if k + 1 < len(body) and id(body[k + 1]) not in skip and not _independent(stmt, body[k + 1]):
+                    add(node, f"swap `{_first_line(stmt)}` with the next statement", _swap(field, k), stmt)
+    return sites
+
+
+def _drop_unary(node: ast.UnaryOp) -> None:
+    # `-x` becomes `+x`; `not x` becomes `not not x`, the truth value of x itself
+    if isinstance(node.op, ast.USub):
+        node.op = ast.UAdd()
+    else:
+        node.op = ast.Not()
+        node.operand = ast.UnaryOp(op=ast.Not(), operand=node.operand)
+
+
+def _first_line(stmt: ast.stmt) -> str:
+    text = ast.unparse(stmt).split("\n")[0]
+    return text if len(text) <= 50 else text[:47] + "..."
+
+
+def _replace_with_pass(field: str, k: int) -> Callable[[ast.AST], None]:
+    def apply(parent: ast.AST) -> None:
+        body = getattr(parent, field)
+        body[k] = ast.copy_location(ast.Pass(), body[k])
+
+    return apply
+
+
+def _swap(field: str, k: int) -> Callable[[ast.AST], None]:
+    def apply(parent: ast.AST) -> None:
+        body = getattr(parent, field)
+        body[k], body[k + 1] = body[k + 1], body[k]
+
+    return apply
+
+
+def mutants(obj: Any) -> Iterator[Mutant]:
+    """Every single-point mutant of a function or class, compiled in its module's namespace."""
+    source = textwrap.dedent(inspect.getsource(obj))
+    module = sys.modules[obj.__module__]
+    tree = ast.parse(source)
+    n_sites = len(_sites(tree))
+    for k in range(n_sites):
+        mutated = copy.deepcopy(tree)  # deep copies keep the walk order, so site k is the same place
+        description, apply, node = _sites(mutated)[k]
+        apply(node)
+        ast.fix_missing_locations(mutated)
+        namespace = dict(vars(module))
+        try:
+            code = compile(mutated, f"<mutant of {obj.__qualname__}>", "exec",
+                           flags=__future__.annotations.compiler_flag, dont_inherit=True)
+            exec(code, namespace)
+        except Exception:  # a mutant that does not even compile or define: trivially killed
+            yield Mutant(description, None)
+            continue
+        yield Mutant(description, namespace[obj.__name__])
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise MutantTimeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def killed(spec: Spec, mutant: Mutant, seeds: tuple[int, ...] = SEEDS) -> bool:
+    """Whether the check rejects the mutant on every one of ``seeds`` (a hang counts as rejected)."""
+    if mutant.obj is None:
+        return True
+    for seed in seeds:
+        try:
+            with _time_limit(TIMEOUT_S), contextlib.redirect_stdout(io.StringIO()):
+                check_function(spec, mutant.obj, seed=seed, device="cpu")
+        except MutantTimeout:
+            return True  # the grader's time limit would stop it too
+        except CheckFailure:
+            continue
+        except Exception:  # the check itself broke on the mutant's output: also a rejection
+            continue
+        return False
+    return True
+
+
+@dataclass
+class Report:
+    spec: Spec
+    total: int
+    killed: int
+    equivalent: list[str]
+    survivors: list[str]
+
+    @property
+    def rate(self) -> float:
+        """Killed share of the mutants that are not known to be equivalent."""
+        counted = self.total - len(self.equivalent)
+        return self.killed / counted if counted else 1.0
+
+
+def mutation_report(spec: Spec, seeds: tuple[int, ...] = SEEDS, limit: Optional[int] = None) -> Report:
+    total = n_killed = 0
+    equivalent, survivors = [], []
+    for mutant in mutants(spec.reference):
+        if limit is not None and total >= limit:
+            break
+        total += 1
+        if (spec.name, mutant.description) in EQUIVALENT:
+            equivalent.append(mutant.description)
+        elif killed(spec, mutant, seeds):
+            n_killed += 1
+        else:
+            survivors.append(mutant.description)
+    return Report(spec, total, n_killed, equivalent, survivors)
