@@ -114,7 +114,7 @@ def _cases(released, course_dir):
         "cheat_write_gradebook": (with_code_after(wrong(solved()), "merge", f"open({str(gradebook)!r}, 'wb').write(b'pwned')"), all_but("merge"), "needs_attention"),
         "cheat_write_other_student": (with_code_after(wrong(solved()), "merge", f"open({str(other)!r}, 'w').write('{{}}')"), all_but("merge"), "needs_attention"),
         "cheat_read_sources": (with_code_after(wrong(solved()), "merge", f"print(open({str(source_nb)!r}).read()[:100])"), all_but("merge"), "needs_attention"),
-        "cheat_import_reference": (with_answer(solved(), "merge", "from solutions.tokenization import merge"), FULL, "needs_attention"),
+        "cheat_import_reference": (with_answer(solved(), "merge", "from solutions.tokenization import merge"), all_but("merge"), "needs_attention"),
         "cheat_leave_process_running": (with_code_after(solved(), "merge", "import subprocess\nsubprocess.Popen(['sleep', '600'], start_new_session=True)"), FULL, "needs_attention"),
         "cheat_progress_becomes_fifo": (with_code_after(wrong(solved()), "merge", "import os\nos.remove('.progress.jsonl')\nos.mkfifo('.progress.jsonl')"), all_but("merge"), "needs_attention"),
         "cheat_progress_becomes_symlink": (with_code_after(wrong(solved()), "merge", f"import os\nos.remove('.progress.jsonl')\nos.symlink({str(gradebook)!r}, '.progress.jsonl')"), all_but("merge"), "needs_attention"),

@@ -55,11 +55,13 @@ def find_submissions(course_dir: Path, assignment: str, students: list[str] | No
         if not folder.is_dir():
             continue
         canonical = folder / f"{assignment}.ipynb"
-        if canonical.is_file():
-            path = canonical
-        else:
+        path = canonical
+        if not canonical.is_file():
             candidates = sorted(folder.glob("*.ipynb"))
-            matching = [p for p in candidates if notebook_chapter_of(str(p)) == assignment]
+            try:  # reading a file a student made: whatever it holds, the student still gets a result
+                matching = [p for p in candidates if notebook_chapter_of(str(p)) == assignment]
+            except Exception:
+                matching = []
             path = (matching or candidates or [canonical])[0]
         found.append(grader.Submission(assignment, student, path))
     return found
@@ -77,7 +79,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 def crashed_result(submission: grader.Submission, released: grader.Released, error: BaseException) -> dict:
     """What a submission gets if grading it failed in the grader itself: never lost, never zeroed silently."""
-    return {
+    return grader.clean({
         "version": grader.RESULT_VERSION,
         "assignment": submission.assignment,
         "student": submission.student,
@@ -93,7 +95,7 @@ def crashed_result(submission: grader.Submission, released: grader.Released, err
             for e in released.exercises
         ],
         "traceback": traceback.format_exc()[-4000:],
-    }
+    })
 
 
 def record_in_gradebook(course_dir: Path, result: dict, released: grader.Released) -> None:
@@ -171,19 +173,51 @@ def grade_assignment(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(one, s): s for s in submissions}
         for future in as_completed(futures):
-            result = future.result()
-            write_atomically(course_dir / "graded" / assignment / f"{result['student']}.json", json.dumps(result, indent=2))
-            write_atomically(
-                course_dir / "feedback" / result["student"] / assignment / f"{assignment}.html", feedback_html(result)
-            )
+            submission = futures[future]
             try:
-                record_in_gradebook(course_dir, result, released)
-            except Exception as exc:  # the result file is kept; say so plainly
-                print(f"\nWARNING: could not record {result['student']} in the gradebook: {exc}", file=sys.stderr)
+                result = future.result()
+            except BaseException as exc:
+                result = crashed_result(submission, released, exc)
+            record(course_dir, assignment, submission, result, released)
             results.append(result)
             bar.step(result)
     bar.close()
     return sorted(results, key=lambda r: r["student"])
+
+
+def record(course_dir: Path, assignment: str, submission: grader.Submission, result: dict,
+           released: grader.Released) -> None:
+    """Result file, feedback and gradebook entry for one submission; no value in the result
+    can stop the batch: each step has its own guard and a plain fallback."""
+    student = submission.student  # the folder name, not a value from the notebook
+    try:
+        result = grader.clean(result)
+        text = json.dumps(result, indent=2)
+    except Exception as exc:
+        result = crashed_result(submission, released, exc)
+        text = json.dumps(result, indent=2)
+    try:
+        write_atomically(course_dir / "graded" / assignment / f"{student}.json", text)
+    except Exception as exc:
+        _warn(f"could not write the result of {student}: {exc}")
+    feedback = course_dir / "feedback" / student / assignment / f"{assignment}.html"
+    try:
+        page = feedback_html(result)
+    except Exception as exc:
+        page = ("<!doctype html><meta charset=utf-8><p>Your submission was graded; the detailed feedback could "
+                f"not be written ({html.escape(type(exc).__name__)}). An instructor will send it.</p>")
+    try:
+        write_atomically(feedback, page)
+    except Exception as exc:
+        _warn(f"could not write the feedback of {student}: {exc}")
+    try:
+        record_in_gradebook(course_dir, result, released)
+    except Exception as exc:  # the result file is kept; say so plainly
+        _warn(f"could not record {student} in the gradebook: {exc}")
+
+
+def _warn(message: str) -> None:
+    print(f"\nWARNING: {grader.clean(message)}", file=sys.stderr)
 
 
 class _Progress:
@@ -200,7 +234,7 @@ class _Progress:
         mark = "" if result["status"] == "graded" else " (needs attention)"
         sys.stderr.write(
             f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-            f"{time.monotonic() - self.start:5.0f} s  {result['student']}: {result['score']:g}/{result['max_score']:g}{mark}\033[K"
+            f"{time.monotonic() - self.start:5.0f} s  {grader.clean(result['student'])[:60]}: {result['score']:g}/{result['max_score']:g}{mark}\033[K"
         )
         sys.stderr.flush()
 

@@ -1,19 +1,23 @@
 """The grader's side inside the sandbox: run a submission's cells, then call its functions.
 
-Started by :mod:`solutions.grading.grader` as ``python -I -m solutions.grading.harness
-PROGRESS_FILE`` inside the sandbox. It reads one job (JSON) from stdin::
+Started by :mod:`solutions.grading.grader` inside the sandbox, with two pipes the grader owns:
+it reads one request at a time from REQUEST_FD and answers each with one JSON line on
+REPLY_FD. Requests (JSON lines)::
 
-    {"cells": [{"index": 3, "source": "def merge(...): ..."}, ...],
-     "exercises": [{"name": "merge", "cases": [<wire-encoded (args, kwargs)>, ...]}, ...],
-     "cell_timeout_s": 30, "exercise_timeout_s": 20}
+    {"op": "cell", "index": 3, "source": "def merge(...): ...", "timeout": 30}
+    {"op": "exercise", "name": "merge", "cases": [<wire-encoded (args, kwargs)>, ...],
+     "uses": [{"module": "solutions.x", "source": "...", "bind": {"name": "qualname"}}], "timeout": 20}
+    {"op": "finish"}
 
-and appends one JSON line per event to PROGRESS_FILE: ``start``/``end`` of every step, then the
-raw outcomes of each exercise (wire format). It computes no verdict: the trusted grader compares
-the outcomes with the reference. Steps the grader lists as already done (a retry after a crash)
-are skipped by the grader itself, which simply sends fewer cells.
+It computes no verdict and holds no secret beyond the request in hand: the hidden inputs of an
+exercise arrive only when that exercise is run, the graded exercise's reference is not in this
+process (the package here is a withholding copy, see :mod:`.withhold`), and the trusted grader
+compares the raw outputs with the reference outside. Student code runs in this process and can
+tamper with anything in it, the harness included; by design that can at most change what
+this process answers, which the grader checks against requests it made.
 
 A per-step alarm stops ordinary slow code; code that ignores it is killed by the grader, which
-sees a ``start`` with no ``end`` and retries without that step.
+knows which request was open and retries without that step.
 """
 
 from __future__ import annotations
@@ -23,20 +27,17 @@ import json
 import os
 import signal
 import sys
-import time
-import traceback
+import types
 
-# Everything the harness needs is bound now, before any student code runs: rebinding these
-# names or module attributes later cannot change what the harness calls.
-from solutions.checks import SPECS as _SPECS
+# Everything the harness needs is bound now, before any student code runs.
+from solutions.checks import wire as _wire
 from solutions.checks.core import Case as _Case
 from solutions.checks.core import run as _run
 from solutions.checks.core import with_references as _with_references
-from solutions.checks import wire as _wire
 
 _dumps, _loads, _decode = json.dumps, json.loads, _wire.decode
 _outcome_to_wire = _wire.outcome_to_wire
-_monotonic, _write, _fsync = time.monotonic, os.write, os.fsync
+_write, _read = os.write, os.read
 
 MAX_CAPTURE = 64 * 1024  # characters of a cell's printed output kept for feedback
 
@@ -74,13 +75,26 @@ class _Capped(io.TextIOBase):
         return "".join(self.parts) + (f"\n[... {self.dropped} more characters dropped]" if self.dropped else "")
 
 
-class Progress:
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+class Channel:
+    """Requests in, replies out, one JSON line each, on descriptors the grader passed in."""
 
-    def emit(self, **record) -> None:
-        _write(self.fd, (_dumps(record) + "\n").encode("utf-8"))
-        _fsync(self.fd)
+    def __init__(self, request_fd: int, reply_fd: int) -> None:
+        self.request_fd, self.reply_fd = request_fd, reply_fd
+        self.buffer = b""
+
+    def receive(self) -> dict:
+        while b"\n" not in self.buffer:
+            chunk = _read(self.request_fd, 1 << 20)
+            if not chunk:
+                return {"op": "finish"}
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return _loads(line)
+
+    def send(self, **record) -> None:
+        data = (_dumps(record, ensure_ascii=True) + "\n").encode("ascii")
+        while data:
+            data = data[_write(self.reply_fd, data):]
 
 
 def _shell():
@@ -111,19 +125,33 @@ def run_cell(shell, source: str, timeout: float) -> tuple[bool, list | None, str
     return error is None, error, out.value()
 
 
-def run_exercise(shell, name: str, cases_data: list, timeout: float) -> dict:
+def _references(uses: list[dict]) -> dict:
+    """The references this exercise may use: each module slice runs in a fresh namespace."""
+    bound = {}
+    for part in uses:
+        module = types.ModuleType(part["module"])
+        exec(compile(part["source"], f"<{part['module']} (part)>", "exec"), module.__dict__)  # noqa: S102
+        for name, qualname in part["bind"].items():
+            obj = module
+            for attr in qualname.split("."):
+                obj = getattr(obj, attr)
+            bound[name] = obj
+    return bound
+
+
+def run_exercise(shell, request: dict) -> dict:
+    name = request["name"]
     fn = shell.user_ns.get(name)
     if fn is None:
         return {"missing": True}
     where = getattr(fn, "__module__", None) or ""
-    origin = "notebook" if where in ("__main__", "builtins", "") else where
-    spec = _SPECS.get(name)
-    cases = [_Case(tuple(_decode(c["args"])), dict(_decode(c["kwargs"]))) for c in cases_data]
-    isolated = _with_references(fn, spec.uses if spec is not None else {})
+    origin = "notebook" if where in ("__main__", "builtins", "") else str(where)
+    cases = [_Case(tuple(_decode(c["args"])), dict(_decode(c["kwargs"]))) for c in request["cases"]]
+    isolated = _with_references(fn, _references(request.get("uses", [])))
     out = _Capped(MAX_CAPTURE)
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = out
-    signal.setitimer(signal.ITIMER_REAL, timeout)
+    signal.setitimer(signal.ITIMER_REAL, request["timeout"])
     try:
         outcomes = _run(isolated, cases)
         timed_out = False
@@ -137,33 +165,25 @@ def run_exercise(shell, name: str, cases_data: list, timeout: float) -> dict:
     return {"outcomes": [_outcome_to_wire(o) for o in outcomes], "origin": origin}
 
 
-def main(progress_path: str) -> int:
-    progress = Progress(progress_path)
-    job = _loads(sys.stdin.read())
+def main(request_fd: int, reply_fd: int) -> int:
+    channel = Channel(request_fd, reply_fd)
     sys.stdin = io.StringIO("")  # nothing for student code to read
     signal.signal(signal.SIGALRM, _alarm)
-    started = _monotonic()
     shell = _shell()
-    progress.emit(event="ready", seconds=round(_monotonic() - started, 3))
-    for cell in job["cells"]:
-        progress.emit(event="start", step="cell", index=cell["index"])
-        ok, error, output = run_cell(shell, cell["source"], job["cell_timeout_s"])
-        progress.emit(event="end", step="cell", index=cell["index"], ok=ok, error=error, output=output)
-    for exercise in job["exercises"]:
-        progress.emit(event="start", step="exercise", name=exercise["name"])
-        try:
-            result = run_exercise(shell, exercise["name"], exercise["cases"], job["exercise_timeout_s"])
-        except BaseException as exc:  # the harness itself must always report
-            result = {"harness_error": f"{type(exc).__name__}: {exc}"[:2000]}
-        progress.emit(event="end", step="exercise", name=exercise["name"], **result)
-    progress.emit(event="done")
-    sys.stdout.flush()
-    os._exit(0)  # skip interpreter teardown: student atexit hooks and threads get no say
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1]))
-    except Exception:
-        traceback.print_exc()
-        sys.exit(3)
+    channel.send(event="ready")
+    while True:
+        request = channel.receive()
+        op = request.get("op")
+        if op == "cell":
+            ok, error, output = run_cell(shell, request["source"], request["timeout"])
+            channel.send(event="end", step="cell", index=request["index"], ok=ok, error=error, output=output)
+        elif op == "exercise":
+            try:
+                result = run_exercise(shell, request)
+            except BaseException as exc:  # the harness itself must always answer
+                result = {"harness_error": f"{type(exc).__name__}: {exc}"[:2000]}
+            channel.send(event="end", step="exercise", name=request["name"], **result)
+        else:
+            channel.send(event="done")
+            sys.stdout.flush()
+            os._exit(0)  # skip interpreter teardown: student atexit hooks and threads get no say

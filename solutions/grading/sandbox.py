@@ -51,15 +51,15 @@ METHODS = ("bwrap+uid", "bwrap", "uid+netns", "uid", "rlimit-only")
 # What each method guarantees. Tests check exactly these promises, and graders can refuse weak ones.
 GUARANTEES = {
     "bwrap+uid": {"filesystem": "mounts", "private_tmp": True, "network": True, "nprocs": True,
-                  "dedicated_uid": True},
+                  "dedicated_uid": True, "disk": True},
     "bwrap": {"filesystem": "mounts", "private_tmp": True, "network": True, "nprocs": "non-root caller",
-              "dedicated_uid": False},
+              "dedicated_uid": False, "disk": True},
     "uid+netns": {"filesystem": "permissions", "private_tmp": True, "network": True, "nprocs": True,
-                  "dedicated_uid": True},
+                  "dedicated_uid": True, "disk": True},
     "uid": {"filesystem": "permissions", "private_tmp": False, "network": False, "nprocs": True,
-            "dedicated_uid": True},
+            "dedicated_uid": True, "disk": False},
     "rlimit-only": {"filesystem": None, "private_tmp": False, "network": False, "nprocs": "non-root caller",
-                    "dedicated_uid": False},
+                    "dedicated_uid": False, "disk": False},
 }
 
 # Minimal /etc inside bwrap: enough for the dynamic linker, user names and time zones.
@@ -83,6 +83,12 @@ class Limits:
     open_files: int = 256              # RLIMIT_NOFILE
     output_bytes: int = 1 * 2**20      # kept of stdout and of stderr each; the rest is read and dropped
     tmp_bytes: int = 256 * 2**20       # size of the private /tmp and /dev/shm (tmpfs, in RAM)
+    # size of the scratch dir (a tmpfs private to the run, gone when it ends; bwrap and uid+netns).
+    # None: scratch is the host folder itself, kept after the run, with no total bound.
+    disk_bytes: int | None = None
+    # memory of the whole process tree (a cgroup where this machine allows one, else the tree's
+    # resident memory polled ten times a second); None: only the per-process memory_bytes
+    total_memory_bytes: int | None = None
 
 
 @dataclass
@@ -98,6 +104,8 @@ class SandboxResult:
     oom_suspected: bool                # best effort: a memory error was seen
     method: str
     notes: list[str] = field(default_factory=list)
+    memory_exceeded: bool = False      # the tree went over total_memory_bytes and was stopped
+    memory_bound: str | None = None    # how total_memory_bytes was enforced: "cgroup v1", "cgroup v2", "polled"
 
     @property
     def ok(self) -> bool:
@@ -226,7 +234,8 @@ def python_paths(python: str | os.PathLike = sys.executable) -> list[Path]:
 def run_sandboxed(argv: Sequence[str], scratch_dir: Path, limits: Limits | None = None, *,
                   readable: Iterable[os.PathLike | str] = (), env: dict[str, str] | None = None,
                   stdin: bytes | None = None, method: str | None = None, user: str = SANDBOX_USER,
-                  watchdog: Callable[[], bool] | None = None) -> SandboxResult:
+                  watchdog: Callable[[], bool] | None = None, pass_fds: Sequence[int] = (),
+                  mounts: Sequence[tuple[os.PathLike | str, os.PathLike | str]] = ()) -> SandboxResult:
     """Run ``argv`` in the sandbox and return what happened; never raises for the command's sake.
 
     ``scratch_dir`` is the working directory, HOME and the only writable place; it and everything
@@ -236,7 +245,9 @@ def run_sandboxed(argv: Sequence[str], scratch_dir: Path, limits: Limits | None 
     ``available_methods()``; the default is the strongest one. ``user`` names the pool of sandbox
     users (see ``ensure_sandbox_user``): concurrent runs each lease their own uid, and wait when
     all are busy. ``watchdog`` is called about ten times a second while the command runs;
-    returning True kills it (``notes`` says so). Thread-safe.
+    returning True kills it (``notes`` says so). ``pass_fds`` stay open in the command (pipes
+    the caller owns). ``mounts`` are (source, destination) pairs bound read-only at the
+    destination, over whatever is there (bwrap methods only). Thread-safe.
     """
     limits = limits or Limits()
     scratch = Path(scratch_dir).resolve()
@@ -257,10 +268,16 @@ def run_sandboxed(argv: Sequence[str], scratch_dir: Path, limits: Limits | None 
     for path in readable:
         if not path.exists():
             raise SandboxError(f"readable path {path} does not exist")
+    mounts = [(Path(s).resolve(), Path(d).absolute()) for s, d in mounts]
+    if mounts and not method.startswith("bwrap"):
+        raise SandboxError(f"method {method!r} cannot mount paths; use a bwrap method")
+    if limits.disk_bytes is not None and not GUARANTEES[method]["disk"]:
+        notes.append(f"{method}: the scratch dir has no total size bound (disk_bytes is not enforced)")
+    extra = dict(pass_fds=tuple(pass_fds), mounts=mounts)
     if not GUARANTEES[method]["dedicated_uid"]:
         if os.geteuid() == 0:
             _hand_over(scratch, 0, 0)  # back from an earlier run as the sandbox user
-        return _run(list(argv), scratch, limits, readable, env, stdin, method, None, watchdog, notes)
+        return _run(list(argv), scratch, limits, readable, env, stdin, method, None, watchdog, notes, **extra)
     with _lease(user) as name:
         ids = sandbox_ids(name)
         _hand_over(scratch, *ids)
@@ -273,12 +290,13 @@ def run_sandboxed(argv: Sequence[str], scratch_dir: Path, limits: Limits | None 
         if name != user:
             notes.append(f"ran as {name}")
         _kill_uid(ids)  # leftovers of a grader that crashed would count against RLIMIT_NPROC
-        return _run(list(argv), scratch, limits, readable, env, stdin, method, ids, watchdog, notes)
+        return _run(list(argv), scratch, limits, readable, env, stdin, method, ids, watchdog, notes, **extra)
 
 
 def _run(argv: list[str], scratch: Path, limits: Limits, readable: list[Path], env: dict | None,
          stdin: bytes | None, method: str, ids: tuple[int, int] | None,
-         watchdog: Callable[[], bool] | None, notes: list[str]) -> SandboxResult:
+         watchdog: Callable[[], bool] | None, notes: list[str], pass_fds: tuple[int, ...] = (),
+         mounts: list[tuple[Path, Path]] = ()) -> SandboxResult:
     full_env = {"HOME": str(scratch), "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
                 "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
                 "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
@@ -291,8 +309,15 @@ def _run(argv: list[str], scratch: Path, limits: Limits, readable: list[Path], e
     # The limits are set by exec wrappers (prlimit, setpriv from util-linux), not by a preexec_fn,
     # which is unsafe in a threaded grader. Without util-linux, preexec_fn is the fallback.
     wrappers = _limit_wrappers(limits, nprocs, no_new_privs=method in ("uid", "rlimit-only"))
-    command = wrappers + _wrap(method, argv, scratch, readable, limits, ids)
+    command = wrappers + _wrap(method, argv, scratch, readable, limits, ids, mounts)
     preexec = None if wrappers else functools.partial(_set_limits, limits, nprocs, method in ("uid", "rlimit-only"))
+    group = _MemoryGroup.create(limits.total_memory_bytes) if limits.total_memory_bytes else None
+    if group is not None:
+        command = group.wrapper() + command
+        bound = group.kind
+    else:
+        bound = "polled" if limits.total_memory_bytes else None
+    poll = _TreeMemory(limits.total_memory_bytes, ids) if limits.total_memory_bytes and group is None else None
 
     stdin_file = None
     if stdin is not None:
@@ -304,20 +329,37 @@ def _run(argv: list[str], scratch: Path, limits: Limits, readable: list[Path], e
         proc = subprocess.Popen(
             command, cwd=scratch, env=full_env, start_new_session=True, close_fds=True,
             stdin=stdin_file if stdin_file is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec, pass_fds=pass_fds,
             # uid without namespaces: switch user here; the other uid methods use setpriv.
             **({"user": ids[0], "group": ids[1], "extra_groups": []} if ids and method == "uid" else {}),
         )
     except OSError as e:  # only where nothing wraps the command
+        if group is not None:
+            group.remove()
         raise SandboxError(f"could not start {command[0]}: {e}") from e
     finally:
         if stdin_file is not None:
             stdin_file.close()
+    over = False
+    if poll is not None or group is not None:
+        if poll is not None:
+            poll.root = proc.pid
+        inner = watchdog
+
+        def watchdog() -> bool:  # noqa: F811 (the caller's, plus the memory of the whole tree)
+            nonlocal over
+            if (poll or group).exceeded():  # a cgroup's OOM kill ends the whole run, not one process
+                over = True
+                return True
+            return bool(inner and inner())
     try:
         out, err, timed_out, stopped = _collect(proc, start + limits.wall_s, limits.output_bytes, watchdog)
         wall = time.monotonic() - start
     finally:
         _kill_tree(proc, ids)
+        if group is not None:
+            over = over or group.exceeded()
+            group.remove()
 
     rc = proc.returncode
     if method.startswith("bwrap") and rc is not None and rc > 128:
@@ -327,13 +369,17 @@ def _run(argv: list[str], scratch: Path, limits: Limits, readable: list[Path], e
     signum = -rc if rc is not None and rc < 0 else None
     if timed_out:
         notes.append(f"killed after the wall limit of {limits.wall_s} s")
+    if over:
+        stopped = False
+        notes.append(f"killed: the processes together used more than {limits.total_memory_bytes} bytes of memory ({bound})")
     if stopped:
         notes.append("killed because the watchdog asked")
-    oom = not timed_out and any(m in bytes(err.tail) or m in bytes(err.data) for m in _OOM_MARKERS)
+    oom = over or (not timed_out and any(m in bytes(err.tail) or m in bytes(err.data) for m in _OOM_MARKERS))
     return SandboxResult(returncode=rc, timed_out=timed_out, killed_by_signal=signum,
                          stdout=bytes(out.data), stderr=bytes(err.data),
                          stdout_truncated=out.truncated, stderr_truncated=err.truncated,
-                         wall_s=wall, oom_suspected=oom, method=method, notes=notes)
+                         wall_s=wall, oom_suspected=oom, method=method, notes=notes,
+                         memory_exceeded=over, memory_bound=bound)
 
 
 def readable_inside(paths: Iterable[os.PathLike | str], scratch_dir: Path, *, method: str | None = None,
@@ -356,7 +402,7 @@ def readable_inside(paths: Iterable[os.PathLike | str], scratch_dir: Path, *, me
 
 
 def _wrap(method: str, argv: list[str], scratch: Path, readable: list[Path], limits: Limits,
-          ids: tuple[int, int] | None) -> list[str]:
+          ids: tuple[int, int] | None, mounts: list[tuple[Path, Path]] = ()) -> list[str]:
     """The full command line for one method."""
     if method in ("uid", "rlimit-only"):
         return argv
@@ -377,13 +423,18 @@ def _wrap(method: str, argv: list[str], scratch: Path, readable: list[Path], lim
             if d in scratch.parents:
                 script = ('cd -- "$S" && ' + script +
                           'mkdir -p -- "$S" && mount --no-canonicalize --bind . "$S" && cd -- "$S" && ')
+        if limits.disk_bytes is not None and ids:
+            # a private, size-limited scratch: the host folder stays empty
+            script += (f'mount -t tmpfs -o size={limits.disk_bytes},mode=0700,uid={ids[0]},gid={ids[1]},nosuid,nodev '
+                       'tmpfs "$S" && cd -- "$S" && ')
         script = 'S=$1 && shift && ' + script + 'exec "$@"'
         return ["unshare", "--net", "--ipc", "--uts", "--mount", "--", "/bin/sh", "-c", script, "sh",
                 str(scratch), *drop, *argv]
-    return ["bwrap", *_bwrap_args(method, scratch, readable, limits), *drop, *argv]
+    return ["bwrap", *_bwrap_args(method, scratch, readable, limits, mounts), *drop, *argv]
 
 
-def _bwrap_args(method: str, scratch: Path, readable: list[Path], limits: Limits) -> list[str]:
+def _bwrap_args(method: str, scratch: Path, readable: list[Path], limits: Limits,
+                mounts: list[tuple[Path, Path]] = ()) -> list[str]:
     args = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--hostname", "sandbox"]
     if method == "bwrap":
@@ -427,7 +478,17 @@ def _bwrap_args(method: str, scratch: Path, readable: list[Path], limits: Limits
         bind("--ro-bind", real, real)
         if path.absolute() != real:
             bind("--ro-bind", real, path.absolute())
-    bind("--bind", scratch, scratch)
+    for src, dest in mounts:
+        bind("--ro-bind", src, dest)
+    if limits.disk_bytes is not None:
+        for parent in reversed(scratch.parents):
+            if parent not in created and not any(b == parent or b in parent.parents for b in bound):
+                args.extend(["--perms", "0755", "--dir", str(parent)])
+                created.add(parent)
+        args += ["--perms", "0777", "--size", str(limits.disk_bytes), "--tmpfs", str(scratch)]
+        bound.append(scratch)
+    else:
+        bind("--bind", scratch, scratch)
     # The root is bwrap's own tmpfs; read-only, so that only scratch, /tmp and /dev/shm are writable.
     args += ["--remount-ro", "/", "--chdir", str(scratch), "--"]
     return args
@@ -616,3 +677,126 @@ def _count_tasks(uid: int) -> int:
             if int(fields["Uid"].split()[0]) == uid:
                 count += int(fields.get("Threads", "1"))
     return count
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory of the whole tree
+
+
+class _MemoryGroup:
+    """A memory cgroup for one run (v2 where its memory controller is delegated to us, else v1).
+    The kernel charges every process of the tree, and the tmpfs pages they write, to it; over
+    the limit, its OOM killer stops a process of the group. Root only."""
+
+    V2 = Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")
+    V1 = Path("/sys/fs/cgroup/memory")
+    _counter = 0
+    _lock = __import__("threading").Lock()
+
+    def __init__(self, path: Path, kind: str, limit: int) -> None:
+        self.path, self.kind, self.limit = path, kind, limit
+
+    @classmethod
+    def create(cls, limit: int) -> "_MemoryGroup | None":
+        if os.geteuid() != 0 or os.environ.get("GRADER_NO_CGROUP") == "1":
+            return None
+        with cls._lock:
+            cls._counter += 1
+            name = f"run-{os.getpid()}-{cls._counter}"
+        for base in cls.V2:
+            try:
+                if "memory" not in (base / "cgroup.controllers").read_text().split():
+                    continue
+                parent = base / "grader-sandbox"
+                parent.mkdir(exist_ok=True)
+                (parent / "cgroup.subtree_control").write_text("+memory")
+                path = parent / name
+                path.mkdir()
+                (path / "memory.max").write_text(str(limit))
+                if (path / "memory.swap.max").exists():
+                    (path / "memory.swap.max").write_text("0")
+                return cls(path, "cgroup v2", limit)
+            except OSError:
+                continue
+        try:
+            parent = cls.V1 / "grader-sandbox"
+            parent.mkdir(exist_ok=True)
+            path = parent / name
+            path.mkdir()
+            (path / "memory.limit_in_bytes").write_text(str(limit))
+            with contextlib.suppress(OSError):
+                (path / "memory.memsw.limit_in_bytes").write_text(str(limit))
+            return cls(path, "cgroup v1", limit)
+        except OSError:
+            return None
+
+    def wrapper(self) -> list[str]:
+        """Runs first, as root: joins the group, then execs the rest (children inherit it)."""
+        return ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.path)]
+
+    def exceeded(self) -> bool:
+        try:
+            if self.kind == "cgroup v2":
+                events = dict(line.split() for line in (self.path / "memory.events").read_text().splitlines())
+                return int(events.get("oom_kill", 0)) > 0 or int(events.get("oom", 0)) > 0
+            control = dict(line.split() for line in (self.path / "memory.oom_control").read_text().splitlines())
+            if "oom_kill" in control:
+                return int(control["oom_kill"]) > 0
+            return int((self.path / "memory.max_usage_in_bytes").read_text()) >= self.limit * 0.98
+        except (OSError, ValueError):
+            return False
+
+    def remove(self) -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                pids = (self.path / "cgroup.procs").read_text().split()
+            except OSError:
+                pids = []
+            for pid in pids:
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.02)
+
+
+class _TreeMemory:
+    """Without a cgroup: the resident memory of every process of the run (its uid, or its
+    descendants), summed ten times a second. A spike between two polls is still bounded by
+    the per-process RLIMIT_AS."""
+
+    def __init__(self, limit: int, ids: tuple[int, int] | None) -> None:
+        self.limit, self.ids, self.root = limit, ids, None
+
+    def exceeded(self) -> bool:
+        total, children = 0, {}
+        stats = []
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                status = Path(f"/proc/{entry.name}/status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            pid, ppid = int(entry.name), int(fields.get("PPid", "0").split()[0] or 0)
+            rss = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024 if "VmRSS" in fields else 0
+            uid = int(fields["Uid"].split()[0])
+            stats.append((pid, ppid, uid, rss))
+            children.setdefault(ppid, []).append(pid)
+        if self.ids:
+            total = sum(rss for _, _, uid, rss in stats if uid == self.ids[0])
+        elif self.root:
+            rss_of = {pid: rss for pid, _, _, rss in stats}
+            todo, seen = [self.root], set()
+            while todo:
+                pid = todo.pop()
+                if pid in seen:
+                    continue
+                seen.add(pid)
+                total += rss_of.get(pid, 0)
+                todo.extend(children.get(pid, []))
+        return total > self.limit
