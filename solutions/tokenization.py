@@ -57,7 +57,7 @@ def _require_str(text: object) -> None:
 
 
 def _require_vocab_size(vocab_size: int) -> None:
-    if not isinstance(vocab_size, int):
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
         raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
     if vocab_size < 256:
         raise ValueError(
@@ -203,9 +203,10 @@ def compression_ratio(text: str, ids: list[int]) -> float:
 _FORMAT = "transformer-course-bpe-v1"  # first field of a saved tokenizer
 
 # Chunks of fewer bytes than this are encoded by rescanning, like `encode`: for the few bytes of
-# a word, one pass over a short list is cheaper than building a heap. Longer chunks use the heap
-# (`_encode_chunk_heap`), which stays O(n log n) however long the chunk is.
-_HEAP_MIN_BYTES = 48
+# a short word, one pass over a short list is cheaper than building a heap (measured on Tiny
+# Shakespeare's and Python code's distinct chunks: the heap wins from about 8 bytes on). Longer
+# chunks use the heap (`_encode_chunk_heap`), which stays O(n log n) however long they are.
+_HEAP_MIN_BYTES = 8
 
 
 class Tokenizer:
@@ -233,7 +234,7 @@ class Tokenizer:
     cache_size = 50_000
     cache_max_chunk_len = 64
     # encode_iterable gathers about this many characters before it encodes what is settled
-    stream_batch_chars = 1 << 15
+    stream_batch_chars = 8192
 
     def __init__(
         self, pattern: str | None = None, special_tokens: dict[str, int] | None = None
@@ -464,6 +465,10 @@ class Tokenizer:
         _require_str(text)
         text = _fix_surrogates(text)
         chunks = self._compiled.findall(text) if self._compiled is not None else [text]
+        return self._encode_chunks(chunks)
+
+    def _encode_chunks(self, chunks: Iterable[str]) -> list[int]:
+        """The ids of chunks cut by the pattern: from the cache, else by BPE (then cached)."""
         cache = self._cache
         ids: list[int] = []
         for chunk in chunks:
@@ -602,9 +607,8 @@ class Tokenizer:
                 continue
             text = "".join(pending)
             _refuse_disallowed(text, disallowed)  # a split special token is whole in `text`
-            cut = self._settled_prefix(text, specials, hold)
-            if cut:
-                yield from self.encode(text[:cut], allowed_special)
+            ids, cut = self._encode_settled(text, specials, hold)
+            yield from ids
             rest = text[cut:]
             pending, pending_len = [rest], len(rest)
             # Try again after another batch, or once the held text has doubled: a chunk of a
@@ -613,39 +617,59 @@ class Tokenizer:
         text = "".join(pending) + _fix_surrogates(carry)
         yield from self.encode(text, allowed_special)
 
-    def _settled_prefix(self, text: str, specials: "regex.Pattern | None", hold: int) -> int:
-        """A length c such that the ids of ``text[:c]`` start the ids of ``text + more``,
-        whatever ``more`` is. 0 when no such cut is known yet.
+    def _encode_settled(
+        self, text: str, specials: "regex.Pattern | None", hold: int
+    ) -> tuple[list[int], int]:
+        """Encode the start of ``text`` whose ids cannot change, whatever text follows.
+
+        Returns (ids, c): ``ids`` are the first ids of ``encode(text + more)`` for any ``more``,
+        and they encode ``text[:c]``; c is 0 when nothing is settled yet. Encoding ``text[c:]``
+        with what follows gives the rest of the ids (c is right after a special token or at
+        the start of a chunk, and the pattern has no lookbehind).
 
         1. Special tokens: one that starts before ``len(text) - hold`` lies wholly in ``text``,
-           so the left-to-right scan for them is settled up to there. Right after a special
-           token is always a safe cut.
-        2. Chunks: in the ordinary text up to there, every chunk of the pattern but the last
+           so the left-to-right scan for them is settled up to there, and so is the ordinary
+           text between them.
+        2. Chunks: in the ordinary text after that, every chunk of the pattern but the last
            two is settled. For GPT-2's pattern: a chunk that ends before the end of the text
-           was decided by the characters in the text, except that a contraction ('re, 'll,
-           've) can need up to two characters more: text ending in "'l" cuts as "'", "l" but
-           "'ll" is one chunk. A letter, digit, punctuation or whitespace run that reaches the
-           end can only grow (and a run of whitespace only split), and those are the last two
-           chunks at most. The tests check this on adversarial cuts for GPT-2's and GPT-4's
-           patterns.
+           was decided by characters in the text, except that a contraction ('re, 'll, 've)
+           can need two characters more: text ending in "'l" cuts as "'", "l", but "'ll" is
+           one chunk. A run of letters, digits, punctuation or whitespace that reaches the end
+           can only grow (or a whitespace run split), and those are the last two chunks at most.
+           The tests check this on adversarial cuts for GPT-2's and GPT-4's patterns.
+
+        The settled chunks are encoded one by one, never as the string ``text[:c]``: cut there,
+        the text would end differently and be chunked differently ("\n\na" is "\n", "\n",
+        "a", but "\n\n" alone is one chunk).
         """
+        ids: list[int] = []
         limit = len(text) - hold
         if limit <= 0:
-            return 0
-        start = 0  # where the ordinary text before `limit` begins
+            return ids, 0
+        start = 0  # where the ordinary text after the last settled special token begins
         if specials is not None:
             for match in specials.finditer(text):
                 if match.start() >= limit:
                     break
-                if match.end() >= limit:
-                    return match.end()
+                ids.extend(self.encode_ordinary(text[start : match.start()]))
+                ids.append(self.special_tokens[match.group()])
                 start = match.end()
+                if start >= limit:
+                    return ids, start
         if self._compiled is None:
-            return start  # the whole ordinary text is one chunk: it may still grow
-        starts = [m.start() for m in self._compiled.finditer(text[start:limit])]
-        if len(starts) <= 2:
-            return start
-        return start + starts[-2]
+            return ids, start  # the ordinary text is one chunk, which may still grow
+        segment = text[start:limit]
+        chunks = self._compiled.findall(segment)  # in C: much faster than a loop over matches
+        if len(chunks) < 2:
+            return ids, start
+        if sum(map(len, chunks)) == len(segment):
+            # the chunks cover the segment (GPT-2's pattern matches every character), so the
+            # last chunk but one starts where the last two chunks' text begins
+            held = len(segment) - len(chunks[-1]) - len(chunks[-2])
+        else:  # a pattern that skips characters: ask the matches where they start
+            held = [m.start() for m in self._compiled.finditer(segment)][-2]
+        ids.extend(self._encode_chunks(chunks[:-2]))
+        return ids, start + held
 
     # --- decoding -----------------------------------------------------------------------------
 
@@ -1045,7 +1069,8 @@ def _merges_from_bytes(
             text = special_ids[token_id]
             if isinstance(text, str) and data != text.encode("utf-8"):
                 raise ValueError(
-                    f"vocab[{token_id}] is {data!r}, but the special token with that id is {text!r}"
+                    f"special token {text!r} has id {token_id}, which the vocabulary uses for "
+                    f"{data!r}"
                 )
             continue
         if data in id_of:

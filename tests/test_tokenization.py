@@ -8,13 +8,16 @@ on a whole corpus is a real check of both the merges and the encoding rule.
 from __future__ import annotations
 
 import array
+import itertools
 import json
 import random
+import string
+import tracemalloc
 import unicodedata
 
 import pytest
 import regex
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from solutions import tokenization as T
@@ -572,3 +575,507 @@ def test_module_imports_nothing_of_ours():
     # tokenization is chapter 1: it must not import later chapters or the checks
     source = open(T.__file__, encoding="utf-8").read()
     assert "from solutions" not in source and "import solutions" not in source
+
+
+# --- long chunks: the heap-based chunk encoder ------------------------------------------------------
+
+
+def test_long_chunk_without_spaces_equals_tiktoken(gpt2, enc):
+    # minified code, base64, DNA: one chunk of 100,000 letters (timed in bench/, not here)
+    rng = random.Random(7)
+    letters = "".join(rng.choice(string.ascii_letters) for _ in range(100_000))
+    assert gpt2.encode(letters) == enc.encode(letters)
+    dna = "".join(rng.choice("ACGT") for _ in range(20_000))
+    assert gpt2.encode(dna) == enc.encode(dna)
+    digits_and_punct = "".join(rng.choice("0123456789") for _ in range(5_000)) + "=+" * 3_000
+    assert gpt2.encode(digits_and_punct) == enc.encode(digits_and_punct)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab", max_size=200), st.text(alphabet="ab ", max_size=300))
+def test_heap_encoder_equals_exercise_encode(training_text, text):
+    # two letters: merges overlap and chain (aa, aaa, aaaa, ab, abab, ...), the hard cases for
+    # the order of merges; the exercise `encode` rescans and is the plain reference
+    tokenizer = BPETokenizer(pattern=None)
+    tokenizer.train(training_text, 300)
+    data = text.encode("utf-8")
+    assert tokenizer._encode_chunk_heap(list(data)) == encode(text, tokenizer.merges)
+    assert tokenizer.encode(text) == encode(text, tokenizer.merges)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=string.ascii_letters + string.digits + "+/=_-.", min_size=8, max_size=400))
+def test_heap_encoder_equals_tiktoken_on_long_chunks(gpt2, enc, text):
+    assert gpt2._encode_chunk_heap(list(text.encode().translate(gpt2._byte_to_id))) == [
+        i for i in enc.encode_ordinary(text)
+    ] or len(regex.findall(GPT2_SPLIT_PATTERN, text)) > 1
+    assert gpt2.encode(text) == enc.encode(text)
+
+
+# --- encode_iterable ---------------------------------------------------------------------------------
+
+# Pieces of text that make chunk boundaries hard: whitespace runs that GPT-2's `\s+(?!\S)` joins
+# across lines, contractions cut in the middle ('l + l), letters and digits that continue into the
+# next piece, special tokens and their fragments, characters of 2-4 UTF-8 bytes.
+STREAM_ATOMS = [
+    " ", "  ", "\n", "\n\n", "\t", "\r\n", "\u3000", "a", "b", "xyz", "Hello", "'", "s", "l", "ll",
+    "re", "ve", "'t", "1", "42", "!", "?!", ".", "é", "日本", "😀", "<|", "endoftext", "|>",
+    ENDOFTEXT, "<|pad|>", "<|", "pad|",
+]
+
+GPT4_SPLIT_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
+    r"""|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
+
+
+@pytest.fixture(scope="module")
+def streaming() -> BPETokenizer:
+    """GPT-2's tokenizer, plus a second special token, trying to cut after every piece."""
+    tokenizer = T.gpt2_tokenizer()
+    tokenizer.register_special_tokens({"<|pad|>": 50257})
+    tokenizer.stream_batch_chars = 1  # try a cut at every piece, the hardest case
+    return tokenizer
+
+
+@st.composite
+def split_text(draw, atoms=STREAM_ATOMS):
+    """(text, pieces): a text made of adversarial atoms, cut at arbitrary points."""
+    text = "".join(draw(st.lists(st.sampled_from(atoms), max_size=40)))
+    cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=12)))
+    bounds = [0, *cuts, len(text)]
+    return text, [text[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+@settings(max_examples=400, deadline=None)
+@given(split_text(), st.sampled_from(["all", "none", "set"]))
+@example(("\n\na ", ["\n\na "]), "none")  # "\n\n" cut off alone would be one chunk
+@example(("x 'll  \n b", ["x 'l", "l  ", "\n", " b"]), "all")  # a contraction cut in two
+@example(("a<|endoftext|>b", ["a<|endo", "ftext|", ">b"]), "set")  # a special token cut in three
+def test_encode_iterable_equals_encode(streaming, enc, case, mode):
+    text, pieces = case
+    allowed = {ENDOFTEXT} if mode == "set" else mode
+    if mode == "set" and "<|pad|>" in text:
+        with pytest.raises(ValueError, match="pad"):
+            list(streaming.encode_iterable(pieces, allowed_special=allowed))
+        return
+    expected = streaming.encode(text, allowed_special=allowed)
+    assert list(streaming.encode_iterable(pieces, allowed_special=allowed)) == expected
+    if "<|pad|>" not in text or mode == "none":
+        assert expected == enc.encode(text, allowed_special="all" if mode != "none" else set(),
+                                      disallowed_special=())
+
+
+@settings(max_examples=150, deadline=None)
+@given(split_text())
+def test_encode_iterable_one_character_pieces(streaming, case):
+    text, _ = case
+    assert list(streaming.encode_iterable(iter(text), allowed_special="all")) == streaming.encode(
+        text, allowed_special="all"
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs", "Cn"]), max_size=80), st.data())
+def test_encode_iterable_any_unicode(streaming, text, data):
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=10)))
+    bounds = [0, *cuts, len(text)]
+    pieces = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    assert list(streaming.encode_iterable(pieces, allowed_special="none")) == streaming.encode(
+        text, allowed_special="none"
+    )
+
+
+@pytest.fixture(scope="module")
+def gpt4_style(shakespeare) -> BPETokenizer:
+    tokenizer = BPETokenizer(pattern=GPT4_SPLIT_PATTERN, special_tokens={ENDOFTEXT: 1000})
+    tokenizer.train(shakespeare[:20000] + " 1234567 don't WE'LL  \n\n \r\n x", 400)
+    tokenizer.stream_batch_chars = 1
+    return tokenizer
+
+
+@settings(max_examples=300, deadline=None)
+@given(split_text(STREAM_ATOMS + ["1234", "'LL", "'Re", " \r\n", "\n \n "]))
+def test_encode_iterable_gpt4_pattern(gpt4_style, case):
+    # the hold-back rule is argued for GPT-2's pattern; GPT-4's (digits by three, newlines
+    # kept with whitespace and punctuation, case-insensitive contractions) must also hold
+    text, pieces = case
+    text, pieces = text.replace("<|pad|>", ""), [p for p in pieces]
+    if "<|pad|>" in "".join(pieces):
+        return
+    expected = gpt4_style.encode(text, allowed_special="all")
+    assert list(gpt4_style.encode_iterable(pieces, allowed_special="all")) == expected
+
+
+def test_encode_iterable_without_pattern_and_surrogates(streaming):
+    plain = BPETokenizer(pattern=None, special_tokens={ENDOFTEXT: 300})
+    plain.train("aaabdaaabac" * 3, 270)
+    plain.stream_batch_chars = 1
+    text = "aaab" + ENDOFTEXT + "daaabac" * 4
+    pieces = ["aa", "ab<|end", "oftext|>d", "aaabac" * 4, "daaabac"[:0], "aaabac"[:0]]
+    text = "".join(pieces)
+    assert list(plain.encode_iterable(pieces, allowed_special="all")) == plain.encode(
+        text, allowed_special="all"
+    )
+    # a surrogate pair cut between two pieces is joined, as in the whole text; a lone one is U+FFFD
+    pieces = ["a\ud83d", "\ude00b", "\ud800", " c\udfff", "\ud83d"]
+    assert list(streaming.encode_iterable(pieces)) == streaming.encode("".join(pieces))
+
+
+def test_encode_iterable_errors(streaming):
+    with pytest.raises(ValueError, match="allowed_special"):
+        streaming.encode_iterable(["x"], allowed_special="sometimes")  # raised at the call
+    with pytest.raises(ValueError, match="not registered"):
+        streaming.encode_iterable(["x"], allowed_special={"<|nope|>"})
+    with pytest.raises(TypeError, match="piece 1"):
+        list(streaming.encode_iterable(["x", b"y"]))
+    # a disallowed special token cut across pieces is still found
+    with pytest.raises(ValueError, match="special token"):
+        list(streaming.encode_iterable(["hi <|endo", "ftext|> there"]))
+    assert list(streaming.encode_iterable([])) == []
+    assert list(streaming.encode_iterable(["", ""])) == []
+
+
+def test_encode_iterable_large_file_bounded_memory(tmp_path, enc, shakespeare):
+    """A 5 MB file, read line by line, gives the ids of the whole text; a traced stretch of it
+    takes under 1 MB of extra memory (bench/ traces all 5 MB, which is slow under tracemalloc)."""
+    rng = random.Random(3)
+    parts = []
+    while sum(map(len, parts)) < 5_000_000:
+        start = rng.randrange(len(shakespeare) - 50_000)
+        parts.append(shakespeare[start : start + 50_000])
+        parts.append("\n" * rng.randint(1, 30) + "   \n\t\n" + " " * rng.randint(1, 9))  # whitespace across lines
+        parts.append("".join(rng.choice(string.ascii_letters) for _ in range(2_000)) + " 😀é日本 ")
+    text = "".join(parts)
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    expected = enc.encode(text)
+    del parts, text
+
+    tokenizer = T.gpt2_tokenizer()
+    with open(path, encoding="utf-8", newline="") as f:  # newline="": "\r\n" stays as written
+        n = -1
+        for n, token in enumerate(tokenizer.encode_iterable(f)):
+            if token != expected[n]:
+                raise AssertionError(f"id {n} differs: {token} != {expected[n]}")
+    assert n + 1 == len(expected)
+
+    # The chunk cache is memory of its own, bounded by cache_size entries and there whatever
+    # the encoding method; it is full of this text's chunks by now, so what is measured is
+    # encode_iterable's buffering.
+    with open(path, encoding="utf-8", newline="") as f:
+        lines = itertools.islice(f, 30_000)  # about 1.2 MB: the whole text each time
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for n, token in enumerate(tokenizer.encode_iterable(lines)):
+                if token != expected[n]:
+                    raise AssertionError(f"id {n} differs: {token} != {expected[n]}")
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    assert n > 250_000
+    assert peak < 1_000_000, f"extra memory {peak / 1e6:.2f} MB"
+
+
+# --- loading tokenizers trained elsewhere -------------------------------------------------------------
+
+
+def write_gpt2_files(tokenizer: Tokenizer, folder) -> tuple:
+    """Write ``tokenizer`` as vocab.json + merges.txt, in GPT-2's format (for the loader's tests)."""
+    char_of = T._gpt2_bytes_to_unicode()
+
+    def text(data: bytes) -> str:
+        return "".join(char_of[b] for b in data)
+
+    vocab = {text(tokenizer.vocab[i]): i for i in tokenizer._merge_vocab}
+    vocab.update(tokenizer.special_tokens)
+    lines = ["#version: 0.2"]
+    for (a, b), _ in sorted(tokenizer.merges.items(), key=lambda m: m[1]):
+        lines.append(f"{text(tokenizer.vocab[a])} {text(tokenizer.vocab[b])}")
+    vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
+    vocab_path.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    merges_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return vocab_path, merges_path
+
+
+def test_gpt2_tokenizer_is_built_by_the_public_loader(gpt2):
+    loaded = BPETokenizer.from_gpt2_files(
+        T._data_file("gpt2", "encoder.json"), T._data_file("gpt2", "vocab.bpe")
+    )
+    assert isinstance(loaded, BPETokenizer)
+    assert loaded.merges == gpt2.merges and loaded.vocab == gpt2.vocab
+    assert loaded.special_tokens == {ENDOFTEXT: 50256} == gpt2.special_tokens
+
+
+def test_from_gpt2_files_roundtrip(tmp_path, shakespeare):
+    trained = BPETokenizer()
+    trained.train(shakespeare[:30000] + " café 😀 naïve", 600, special_tokens=[ENDOFTEXT, "<|pad|>"])
+    vocab_path, merges_path = write_gpt2_files(trained, tmp_path)
+    loaded = BPETokenizer.from_gpt2_files(str(vocab_path), merges_path)
+    assert loaded.merges == trained.merges
+    assert loaded.vocab == trained.vocab
+    assert loaded.special_tokens == trained.special_tokens
+    sample = shakespeare[40000:45000] + ENDOFTEXT + "😀<|pad|>"
+    assert loaded.encode(sample, allowed_special="all") == trained.encode(sample, allowed_special="all")
+    # the same tokenizer from (id -> bytes, merges as byte pairs, special tokens)
+    byte_merges = [
+        (trained.vocab[a], trained.vocab[b])
+        for (a, b), _ in sorted(trained.merges.items(), key=lambda m: m[1])
+    ]
+    again = Tokenizer.from_vocab_and_merges(trained._merge_vocab, byte_merges, trained.special_tokens)
+    assert type(again) is Tokenizer and again.pattern == GPT2_SPLIT_PATTERN
+    assert again.merges == trained.merges and again.vocab == trained.vocab
+    # the vocabulary may also hold the special tokens, as GPT-2's encoder.json does
+    assert Tokenizer.from_vocab_and_merges(trained.vocab, byte_merges, trained.special_tokens).vocab == trained.vocab
+
+
+def test_from_vocab_and_merges_gpt2_byte_order(gpt2, enc):
+    # GPT-2's ids 0..255 are not bytes 0..255 in order; the loader keeps its numbering
+    vocab = {i: enc.decode_single_token_bytes(i) for i in range(50256)}
+    merges = [(gpt2.vocab[a], gpt2.vocab[b]) for (a, b), _ in sorted(gpt2.merges.items(), key=lambda m: m[1])]
+    tokenizer = BPETokenizer.from_vocab_and_merges(vocab, merges, {ENDOFTEXT: 50256})
+    text = "Hello world, it's 2024! 😀 naïve"
+    assert tokenizer.encode(text) == enc.encode(text)
+
+
+SMALL_VOCAB = {i: bytes([i]) for i in range(256)} | {256: b"ab", 257: b"abc"}
+SMALL_MERGES = [(b"a", b"b"), (b"ab", b"c")]
+
+
+@pytest.mark.parametrize(
+    "vocab, merges, special_tokens, error, match",
+    [
+        ([1, 2], SMALL_MERGES, None, TypeError, "vocab must be a dict"),
+        (SMALL_VOCAB, "ab c", None, TypeError, "merges must be a list"),
+        (SMALL_VOCAB | {"x": b"x"}, SMALL_MERGES, None, TypeError, "non-negative ints"),
+        (SMALL_VOCAB | {258: "abcd"}, SMALL_MERGES, None, TypeError, "bytes"),
+        ({i: bytes([i]) for i in range(255)} | {256: b"ab", 257: b"abc"}, SMALL_MERGES, None, ValueError, "id 255"),
+        (SMALL_VOCAB | {258: b"ab"}, SMALL_MERGES, None, ValueError, "both stand for"),
+        (SMALL_VOCAB, [(b"a", b"b"), (b"ab", "c")], None, TypeError, "pair of bytes"),
+        (SMALL_VOCAB, [(b"a", b"b"), (b"abz", b"c")], None, ValueError, "merge 1 .*not in the vocabulary"),
+        (SMALL_VOCAB, [(b"a", b"b"), (b"ab", b"d")], None, ValueError, "makes b'abd', which is not in"),
+        (SMALL_VOCAB, [(b"a", b"b"), (b"a", b"b")], None, ValueError, "listed twice"),
+        ({**SMALL_VOCAB, 256: b"abc", 257: b"ab"}, SMALL_MERGES, None, ValueError, "increase"),
+        (SMALL_VOCAB | {300: b"zz"}, SMALL_MERGES, None, ValueError, "neither a byte"),
+        (SMALL_VOCAB, SMALL_MERGES, {"<|x|>": 257}, ValueError, "the vocabulary uses for b'abc'"),
+        (SMALL_VOCAB | {258: b"<|y|>"}, SMALL_MERGES, {"<|x|>": 258}, ValueError, "uses for b'<|y|>'"),
+        (SMALL_VOCAB, SMALL_MERGES, {"<|x|>": 300, "<|y|>": 300}, ValueError, "share an id"),
+        (SMALL_VOCAB, SMALL_MERGES, [("<|x|>", 300)], TypeError, "special_tokens must be a dict"),
+    ],
+)
+def test_from_vocab_and_merges_refuses_bad_input(vocab, merges, special_tokens, error, match):
+    with pytest.raises(error, match=match):
+        Tokenizer.from_vocab_and_merges(vocab, merges, special_tokens)
+
+
+def test_from_vocab_and_merges_small():
+    tokenizer = Tokenizer.from_vocab_and_merges(SMALL_VOCAB, SMALL_MERGES, {"<|x|>": 258}, pattern=None)
+    assert tokenizer.merges == {(97, 98): 256, (256, 99): 257}
+    assert tokenizer.encode("abcab<|x|>", allowed_special="all") == [257, 256, 258]
+
+
+@pytest.mark.parametrize(
+    "vocab_text, merges_text, match",
+    [
+        ('{"a": 0, "b": 1', "#version: 0.2\n", "not valid JSON"),
+        ('["a", "b"]', "", "JSON object"),
+        ('{"a": 0, "a": 1}', "", "'a' is written twice"),
+        ('{"a": 0, "b": 0}', "", "both have id 0"),
+        ('{"a": "zero"}', "", "non-negative int"),
+        (None, "#version: 0.2\na b c\n", "line 2: a merge is two tokens"),
+        (None, "a  b\n", "line 1"),
+        (None, "a \u4e00\n", "outside GPT-2's byte alphabet"),
+        (None, "a b\nab zz\n", "merge 1 .*b'zz' is not in the vocabulary"),
+        (None, "a b\nab c\nabc d\n", "makes b'abcd', which is not in"),
+    ],
+)
+def test_from_gpt2_files_refuses_bad_files(tmp_path, vocab_text, merges_text, match):
+    if vocab_text is None:
+        char_of = T._gpt2_bytes_to_unicode()
+        vocab = {char_of[i]: i for i in range(256)} | {"ab": 256, "abc": 257, "abcd ": 258}
+        vocab_text = json.dumps(vocab)
+    (tmp_path / "vocab.json").write_text(vocab_text, encoding="utf-8")
+    (tmp_path / "merges.txt").write_text(merges_text, encoding="utf-8")
+    with pytest.raises(ValueError, match=match):
+        Tokenizer.from_gpt2_files(tmp_path / "vocab.json", tmp_path / "merges.txt")
+
+
+def test_load_refuses_bad_files(tmp_path):
+    (tmp_path / "broken.json").write_text('{"format": ', encoding="utf-8")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Tokenizer.load(tmp_path / "broken.json")
+    good = BPETokenizer()
+    good.train("hello world hello", 260)
+    good.save(tmp_path / "good.json")
+    data = json.loads((tmp_path / "good.json").read_text(encoding="utf-8"))
+    for key, value, match in [
+        ("merges", [[104, 999, 256]], "neither a byte nor a merge"),
+        ("merges", [[104, 101, 100]], "ids 0..255 are the bytes"),
+        ("base_bytes", [0] * 256, "each of the 256 byte values once"),
+        ("special_tokens", {"<|x|>": 256}, "already uses"),
+        ("pattern", "(unclosed", "not a valid regular expression"),
+    ]:
+        (tmp_path / "bad.json").write_text(json.dumps(data | {key: value}), encoding="utf-8")
+        with pytest.raises(ValueError, match=match):
+            Tokenizer.load(tmp_path / "bad.json")
+    del data["merges"]
+    (tmp_path / "bad.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match="merges"):
+        Tokenizer.load(tmp_path / "bad.json")
+
+
+# --- training with special tokens ---------------------------------------------------------------------
+
+
+def test_train_with_special_tokens_as_boundaries():
+    documents = ["hello world", "hello there", "world hello", "<|> xx |"]
+    corpus = ENDOFTEXT.join(documents)
+    tokenizer = BPETokenizer()
+    tokenizer.train(corpus, 268, special_tokens=[ENDOFTEXT])
+    # the merges of the documents trained apart: nothing is learned across or from the token
+    chunks = [c for d in documents for c in regex.findall(GPT2_SPLIT_PATTERN, d)]
+    assert tokenizer.merges == naive_chunk_train_on_chunks(chunks, 267)
+    assert not any(b"endoftext" in tokenizer.vocab[i] or b"|<" in tokenizer.vocab[i]
+                   for i in tokenizer.merges.values())
+    # the special token's id comes right after the last merge; vocab_size counts it
+    assert tokenizer.special_tokens == {ENDOFTEXT: 256 + len(tokenizer.merges)}
+    assert len(tokenizer.merges) == 267 - 256 and tokenizer.vocab_size == 268
+    ids = tokenizer.encode(corpus, allowed_special="all")
+    assert ids.count(tokenizer.special_tokens[ENDOFTEXT]) == 3
+    assert tokenizer.decode(ids) == corpus
+
+
+def naive_chunk_train_on_chunks(chunks: list[str], vocab_size: int) -> dict:
+    """naive_chunk_train on given chunks (documents already cut apart)."""
+    ids_list = [text_to_bytes(c) for c in chunks]
+    merges = {}
+    for new_id in range(256, vocab_size):
+        counts: dict = {}
+        for ids in ids_list:
+            for pair, n in get_pair_counts(ids).items():
+                counts[pair] = counts.get(pair, 0) + n
+        if not counts:
+            break
+        pair = most_frequent_pair(counts)
+        ids_list = [merge(ids, pair, new_id) for ids in ids_list]
+        merges[pair] = new_id
+    return merges
+
+
+def test_train_with_special_tokens_rules():
+    # training that stops early: the special tokens still follow the last merge, in order
+    tokenizer = BPETokenizer(pattern=None)
+    tokenizer.train("aaaa" + ENDOFTEXT + "aaaa<|pad|>b", 1000, special_tokens=[ENDOFTEXT, "<|pad|>"])
+    assert tokenizer.merges == {(97, 97): 256, (256, 256): 257}  # "b" alone has no pair
+    assert tokenizer.special_tokens == {ENDOFTEXT: 258, "<|pad|>": 259}
+    assert tokenizer.vocab_size == 260
+    # special_tokens replaces the registered ones ...
+    tokenizer.train("xyxy", 300, special_tokens=[])
+    assert tokenizer.special_tokens == {}
+    # ... and without it the registered ones are kept, and still cut the text
+    registered = BPETokenizer(special_tokens={"<|sep|>": 5000})
+    registered.train("ab<|sep|>ab<|sep|>ab", 300)
+    assert registered.special_tokens == {"<|sep|>": 5000}
+    assert registered.merges == {(97, 98): 256}  # "b<" or "|a" would be learned otherwise
+    # with pattern=None each document is one chunk
+    plain = BPETokenizer(pattern=None)
+    plain.train("abab" + ENDOFTEXT + "baba", 300, special_tokens=[ENDOFTEXT])
+    assert plain.merges == naive_chunk_train_on_chunks(["abab", "baba"], 299)
+
+
+# --- a call that fails leaves the tokenizer as it was ---------------------------------------------------
+
+
+def snapshot(tokenizer: Tokenizer) -> tuple:
+    sample = "Hello world, it's 2024! 😀 <|endoftext|> naïve"
+    return (
+        dict(tokenizer.merges), list(tokenizer.merges), dict(tokenizer.vocab),
+        dict(tokenizer.special_tokens), tokenizer.pattern, tokenizer.base_bytes,
+        tokenizer.vocab_size, tokenizer.encode(sample, allowed_special="all"),
+    )
+
+
+@pytest.fixture
+def trained(shakespeare) -> BPETokenizer:
+    tokenizer = BPETokenizer(special_tokens={"<|pad|>": 5000})
+    tokenizer.train(shakespeare[:5000], 300, special_tokens=None)
+    tokenizer.register_special_tokens({ENDOFTEXT: 4000})
+    return tokenizer
+
+
+@pytest.mark.parametrize(
+    "special_tokens, error",
+    [
+        ([("<|x|>", 6000)], TypeError),  # not a mapping
+        ({"<|x|>": 6000, 7: 6001}, TypeError),  # a text that is not a str
+        ({"<|x|>": 6000, "": 6001}, ValueError),  # an empty text
+        ({"<|x|>": 6000, "<|y|>": "6001"}, TypeError),  # an id that is not an int
+        ({"<|x|>": 6000, "<|y|>": True}, TypeError),  # bool is not an id
+        ({"<|x|>": 6000, "<|y|>": -1}, ValueError),  # a negative id
+        ({"<|x|>": 6000, "<|y|>": 257}, ValueError),  # an id that a merge uses
+        ({"<|x|>": 6000, "<|y|>": 97}, ValueError),  # an id that a byte uses
+        ({"<|x|>": 6000, "<|y|>": 6000}, ValueError),  # two new tokens share an id
+        ({"<|x|>": 6000, "<|y|>": 5000}, ValueError),  # a new token takes a registered id
+        ({ENDOFTEXT: 5000}, ValueError),  # re-registering onto another token's id
+    ],
+)
+def test_register_special_tokens_is_all_or_nothing(trained, special_tokens, error):
+    before = snapshot(trained)
+    with pytest.raises(error):
+        trained.register_special_tokens(special_tokens)
+    assert snapshot(trained) == before
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, error",
+    [
+        ((b"text", 300), {}, TypeError),
+        (("text", 300.0), {}, TypeError),
+        (("text", True), {}, TypeError),
+        (("text", 255), {}, ValueError),
+        (("text", 300), {"special_tokens": ENDOFTEXT}, TypeError),  # a str, not a list of them
+        (("text", 300), {"special_tokens": [ENDOFTEXT, 5]}, TypeError),
+        (("text", 300), {"special_tokens": [ENDOFTEXT, ""]}, ValueError),
+        (("text", 300), {"special_tokens": [ENDOFTEXT, ENDOFTEXT]}, ValueError),
+        (("text", 257), {"special_tokens": ["<|a|>", "<|b|>"]}, ValueError),  # no room
+        (("text", 4500), {}, ValueError),  # registered <|endoftext|> = 4000 is in the merges' range
+    ],
+)
+def test_train_is_all_or_nothing(trained, args, kwargs, error):
+    before = snapshot(trained)
+    with pytest.raises(error):
+        trained.train(*args, **kwargs)
+    assert snapshot(trained) == before
+
+
+@pytest.mark.parametrize(
+    "merges, base_bytes, special_tokens, error",
+    [
+        ({(104, 101): 256}, bytes(255), None, ValueError),
+        ({(104, 101): 256}, "not bytes", None, TypeError),
+        ([((104, 101), 256)], bytes(range(256)), None, TypeError),
+        ({(104, 101): 256, (256,): 257}, bytes(range(256)), None, TypeError),
+        ({(104, 101): 256, (256, 1): "257"}, bytes(range(256)), None, TypeError),
+        ({(104, 101): 256, (256, 1): 255}, bytes(range(256)), None, ValueError),
+        ({(104, 101): 256, (256, 1): 256}, bytes(range(256)), None, ValueError),
+        ({(104, 101): 256, (258, 1): 257}, bytes(range(256)), None, ValueError),  # part not made yet
+        ({(104, 101): 256}, bytes(range(256)), {"<|x|>": 256}, ValueError),
+        ({(104, 101): 256, (1, 2): 5000}, bytes(range(256)), None, ValueError),  # <|pad|> has 5000
+    ],
+)
+def test_set_merges_is_all_or_nothing(trained, merges, base_bytes, special_tokens, error):
+    # the step behind train(), load() and the loaders: checks everything, then installs
+    before = snapshot(trained)
+    with pytest.raises(error):
+        trained._set_merges(merges, base_bytes, special_tokens)
+    assert snapshot(trained) == before
+
+
+def test_constructor_refuses_bad_pattern_and_specials():
+    with pytest.raises(TypeError, match="pattern"):
+        BPETokenizer(pattern=b"\\w+")
+    with pytest.raises(ValueError, match="regular expression"):
+        BPETokenizer(pattern="(unclosed")
+    with pytest.raises(ValueError, match="already uses"):
+        BPETokenizer(special_tokens={ENDOFTEXT: 65})
