@@ -604,12 +604,11 @@ def test_heap_encoder_equals_exercise_encode(training_text, text):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.text(alphabet=string.ascii_letters + string.digits + "+/=_-.", min_size=8, max_size=400))
-def test_heap_encoder_equals_tiktoken_on_long_chunks(gpt2, enc, text):
-    assert gpt2._encode_chunk_heap(list(text.encode().translate(gpt2._byte_to_id))) == [
-        i for i in enc.encode_ordinary(text)
-    ] or len(regex.findall(GPT2_SPLIT_PATTERN, text)) > 1
-    assert gpt2.encode(text) == enc.encode(text)
+@given(st.text(alphabet=string.ascii_letters, min_size=8, max_size=400), st.sampled_from(["", " "]))
+def test_heap_encoder_equals_tiktoken_on_long_chunks(gpt2, enc, letters, space):
+    chunk = space + letters  # one chunk of GPT-2's pattern
+    data = chunk.encode("utf-8").translate(gpt2._byte_to_id)
+    assert gpt2._encode_chunk_heap(list(data)) == enc.encode_ordinary(chunk)
 
 
 # --- encode_iterable ---------------------------------------------------------------------------------
@@ -699,10 +698,7 @@ def gpt4_style(shakespeare) -> BPETokenizer:
 def test_encode_iterable_gpt4_pattern(gpt4_style, case):
     # the hold-back rule is argued for GPT-2's pattern; GPT-4's (digits by three, newlines
     # kept with whitespace and punctuation, case-insensitive contractions) must also hold
-    text, pieces = case
-    text, pieces = text.replace("<|pad|>", ""), [p for p in pieces]
-    if "<|pad|>" in "".join(pieces):
-        return
+    text, pieces = case  # "<|pad|>" is not registered here: ordinary text
     expected = gpt4_style.encode(text, allowed_special="all")
     assert list(gpt4_style.encode_iterable(pieces, allowed_special="all")) == expected
 
