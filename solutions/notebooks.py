@@ -205,11 +205,46 @@ def reference_body(fn: Callable) -> list[str]:
     return textwrap.dedent(text).rstrip("\n").split("\n")
 
 
+def _stub_function(source: str, cls: str | None, func: str) -> ast.FunctionDef:
+    """The def of ``func`` (inside class ``cls``, if given) in a cell's source."""
+    tree = ast.parse(source)
+    scope = tree.body
+    if cls is not None:
+        owner = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls), None)
+        if owner is None:
+            raise NotebookError(f"no class {cls} in the cell")
+        scope = owner.body
+    for node in scope:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == func:
+            return node
+    raise NotebookError(f"no def {func} in the cell" + (f" (class {cls})" if cls else ""))
+
+
+def kept_lines(source: str, cls: str | None, func: str, marker_line: int) -> list[str]:
+    """The lines a stub shows above its `# YOUR CODE HERE` (e.g. `super().__init__()`), dedented.
+
+    They are the start of the reference body too, so the solved notebook does not repeat them.
+    """
+    node = _stub_function(source, cls, func)
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        body = body[1:]
+    if not body or body[0].lineno - 1 >= marker_line:
+        return []
+    lines = source.split("\n")[body[0].lineno - 1 : marker_line]
+    return textwrap.dedent("\n".join(lines)).split("\n")
+
+
 def _fill_source(source: str, chapter: str, markers: bool) -> str:
     lines = source.split("\n")
     # replace from the bottom so earlier line numbers stay valid
     for i, cls, func, indent in reversed(list(stub_regions(source))):
         body = reference_body(reference_object(chapter, cls, func))
+        kept = kept_lines(source, cls, func, i)
+        if body[: len(kept)] != kept:
+            where = f"{cls}.{func}" if cls else func
+            raise NotebookError(f"the lines the stub {where} keeps are not the start of its reference body")
+        body = body[len(kept):]
         pad = " " * indent
         new = [pad + line if line.strip() else "" for line in body]
         if markers:
@@ -273,7 +308,7 @@ def validate_stub(nb: nbformat.NotebookNode, chapter: str) -> list[str]:
     setup = [cell for cell in nb.cells if cell.get("id") == "setup"]
     if not setup or setup[0].source != setup_cell_source():
         problems.append("the setup cell (id 'setup') differs from solutions.notebooks.SETUP_CELL")
-    exercises: dict[str, str] = {}
+    exercises: dict[str, str] = {}  # top-level class or function -> grade id of its answer cell
     grade_ids: list[str] = []
     checks: dict[str, int] = {}
     for cell in nb.cells:
@@ -289,12 +324,12 @@ def validate_stub(nb: nbformat.NotebookNode, chapter: str) -> list[str]:
             regions = list(stub_regions(cell.source))
             if not regions:
                 problems.append(f"answer cell {meta.get('grade_id')} has no `# YOUR CODE HERE` stub body")
-            for _, cls, func, _ in regions:
-                ref = reference_object(chapter, cls, func)
-                stub_def = _definition_source(cell.source, func)
-                if _signature(stub_def) != _signature(inspect.getsource(ref)):
-                    problems.append(f"the signature of {func} in the notebook differs from the reference")
-                exercises[func] = meta.get("grade_id")
+            for i, cls, func, _ in regions:
+                problems += _stub_problems(cell.source, chapter, cls, func, i)
+                top = cls or func
+                if meta.get("grade_id") != top:
+                    problems.append(f"the answer cell of {top} has grade id {meta.get('grade_id')!r}; it must be {top!r}")
+                exercises[top] = meta.get("grade_id")
         if meta.get("grade"):
             match = re.fullmatch(r"check\.(\w+)\((\w+)\)", cell.source.strip())
             if not match or match.group(1) != match.group(2):
@@ -314,11 +349,24 @@ def validate_stub(nb: nbformat.NotebookNode, chapter: str) -> list[str]:
     return problems
 
 
-def _definition_source(source: str, func: str) -> str:
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == func:
-            return ast.get_source_segment(source, node) or ""
-    raise NotebookError(f"no def {func} in the cell")
+def _stub_problems(source: str, chapter: str, cls: str | None, func: str, marker_line: int) -> list[str]:
+    """What is wrong with one stub body: signature, kept lines, anything besides the stub lines."""
+    where = f"{cls}.{func}" if cls else func
+    try:
+        ref = reference_object(chapter, cls, func)
+        node = _stub_function(source, cls, func)
+    except NotebookError as err:
+        return [str(err)]
+    problems = []
+    if _signature(ast.get_source_segment(source, node) or "") != _signature(inspect.getsource(ref)):
+        problems.append(f"the signature of {where} in the notebook differs from the reference")
+    kept = kept_lines(source, cls, func, marker_line)
+    if reference_body(ref)[: len(kept)] != kept:
+        problems.append(f"the lines the stub {where} keeps above `# YOUR CODE HERE` are not the start of its reference body")
+    last = node.body[-1]
+    if not (isinstance(last, ast.Raise) and last.lineno - 1 == marker_line + 1):
+        problems.append(f"the stub {where} has code after `raise NotImplementedError()`: a stub body is only the stub lines")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import io
 import signal
 import sys
 import textwrap
+import types
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -43,13 +44,28 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "max() of no counts raises ValueError before the test is reached: the same type",
     ("most_frequent_pair", "line 8: delete `raise ValueError('counts is empty: there is no ...`"):
         "max() of no counts raises ValueError on the next line: the same type",
-    ("train_bpe", "line 12: swap `if vocab_size < 256:` with the next statement"):
-        "the next statement only sets a local from a str, which cannot fail: the guard still raises first",
+    ("sinusoidal_shift_matrix", "line 17: swap `M[0::2, 0::2] = torch.diag(cos)` with the next statement"):
+        "the two assignments fill disjoint blocks of M (even/odd rows and columns)",
+    ("sinusoidal_shift_matrix", "line 18: swap `M[0::2, 1::2] = torch.diag(-sin)` with the next statement"):
+        "the two assignments fill disjoint blocks of M (even/odd rows and columns)",
+    ("sinusoidal_shift_matrix", "line 19: swap `M[1::2, 0::2] = torch.diag(sin)` with the next statement"):
+        "the two assignments fill disjoint blocks of M (even/odd rows and columns)",
+    ("cosine_similarity", "line 10: constant 1e-08 -> 2e-08"):
+        "eps only matters for vectors shorter than eps; a zero vector gives 0 with any eps (the stated rule)",
+    ("cosine_similarity", "line 10: constant 1e-08 -> 5e-09"):
+        "eps only matters for vectors shorter than eps; a zero vector gives 0 with any eps (the stated rule)",
+    ("cosine_similarity", "line 11: drop the unary USub"):
+        "a and b are (n, d) matrices: dim=1 and dim=-1 are the same axis",
+    ("cosine_similarity", "line 12: drop the unary USub"):
+        "a and b are (n, d) matrices: dim=1 and dim=-1 are the same axis",
+    ("nearest_neighbours", "line 11: constant 0 -> -1"):
+        "the similarities have shape (1, d_vocab): row 0 and row -1 are the same row",
 }
 
 _BINOP_SWAPS = {
     ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult,
     ast.FloorDiv: ast.Div, ast.Pow: ast.Mult, ast.Mod: ast.FloorDiv, ast.MatMult: ast.Mult,
+    ast.BitOr: ast.BitAnd, ast.BitAnd: ast.BitOr,
 }
 _CMP_SWAPS = {
     ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
@@ -88,32 +104,78 @@ def _inside_raise(tree: ast.AST) -> set[int]:
     return {id(inner) for node in ast.walk(tree) if isinstance(node, ast.Raise) for inner in ast.walk(node) if inner is not node}
 
 
+def _dotted(node: ast.AST) -> Optional[str]:
+    """"self.W_E" for an attribute chain on a name, "x" for a name, None for anything else."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = _dotted(node.value)
+        return f"{inner}.{node.attr}" if inner else None
+    if isinstance(node, ast.Subscript):  # x[i] = ... writes x
+        return _dotted(node.value)
+    return None
+
+
+# Names bound to modules in the namespace of the code being mutated: calling torch.arange does
+# not change `torch`. Set by mutants() before it looks for sites.
+_MODULE_NAMES: set[str] = set()
+
+
 def _names(stmt: ast.stmt) -> tuple[set[str], set[str]]:
-    """(names the statement writes, names it reads); a method call or item assignment on a
-    name counts as writing it."""
+    """(what the statement writes, what it reads), as names or dotted paths ("self.W_E").
+
+    An item or attribute assignment writes its base path; a method call may change the object
+    it is called on, and an in-place function (PyTorch's trailing underscore, `nn.init.normal_`)
+    the arguments it is given."""
     written, read = set(), set()
+    inside_chain = set()
     for node in ast.walk(stmt):
-        if isinstance(node, ast.Name):
+        if isinstance(node, (ast.Attribute, ast.Subscript)):
+            path = _dotted(node)
+            if path is not None:
+                inside_chain.update(id(n) for n in ast.walk(node.value) if isinstance(n, (ast.Name, ast.Attribute)))
+                (written if isinstance(node.ctx, (ast.Store, ast.Del)) else read).add(path)
+        if isinstance(node, ast.Call):
+            in_place = isinstance(node.func, (ast.Attribute, ast.Name)) and (
+                (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id).endswith("_"))
+            callee = node.func.value if isinstance(node.func, ast.Attribute) else None
+            for target in [callee, *(node.args if in_place else [])]:
+                path = _dotted(target) if target is not None else None
+                if path is not None and path.split(".")[0] not in _MODULE_NAMES:
+                    written.add(path)
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Name) and id(node) not in inside_chain:
             (written if isinstance(node.ctx, (ast.Store, ast.Del)) else read).add(node.id)
-        elif isinstance(node, (ast.Subscript, ast.Attribute)) and isinstance(node.ctx, ast.Store):
-            base = node.value
-            while isinstance(base, (ast.Subscript, ast.Attribute)):
-                base = base.value
-            if isinstance(base, ast.Name):
-                written.add(base.id)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
-            written.add(node.func.value.id)
     return written, read
 
 
+def _overlap(xs: set[str], ys: set[str]) -> bool:
+    return any(x == y or x.startswith(y + ".") or y.startswith(x + ".") for x in xs for y in ys)
+
+
+def _is_guard(stmt: ast.stmt) -> bool:
+    """`if <test>: raise ...`: a check of the input that only ever raises."""
+    return isinstance(stmt, ast.If) and not stmt.orelse and all(isinstance(s, ast.Raise) for s in stmt.body)
+
+
 def _independent(a: ast.stmt, b: ast.stmt) -> bool:
-    """Whether swapping two statements cannot change behaviour: neither writes a name the other
-    reads or writes, and neither leaves the block (return, raise, break, continue)."""
-    leaves = (ast.Return, ast.Raise, ast.Break, ast.Continue)
-    if any(isinstance(n, leaves) for s in (a, b) for n in ast.walk(s)):
-        return False
+    """Whether swapping two adjacent statements cannot change behaviour.
+
+    Two method definitions are independent; so are two statements of which neither writes what
+    the other reads or writes, and neither leaves the block. A guard (`if ...: raise`) may also
+    trade places with an assignment to a local name that it does not read: on input the guard
+    rejects, both orders raise (the assignment could only raise in its stead, and the checks
+    compare exception types, so that would be caught as a difference anyway)."""
+    if isinstance(a, ast.FunctionDef) and isinstance(b, ast.FunctionDef):
+        return a.name != b.name
     (wa, ra), (wb, rb) = _names(a), _names(b)
-    return not (wa & (wb | rb) or wb & ra)
+    if _overlap(wa, wb | rb) or _overlap(wb, ra):
+        return False
+    for guard, other in ((a, b), (b, a)):
+        if _is_guard(guard) and isinstance(other, ast.Assign) and all(isinstance(t, (ast.Name, ast.Tuple)) for t in other.targets):
+            return True
+    leaves = (ast.Return, ast.Raise, ast.Break, ast.Continue)
+    return not any(isinstance(n, leaves) for st in (a, b) for n in ast.walk(st))
 
 
 def _sites(tree: ast.AST) -> list[tuple[str, Callable[[ast.AST], None], ast.AST]]:
@@ -151,7 +213,7 @@ def _sites(tree: ast.AST) -> list[tuple[str, Callable[[ast.AST], None], ast.AST]
                 for new_value in sorted({v + 1, v - 1, 0} - {v}):
                     add(node, f"constant {v} -> {new_value}", lambda n, nv=new_value: setattr(n, "value", nv))
             elif isinstance(v, float):
-                for new_value in (v * 2, v / 2 if v else 1.0):
+                for new_value in ((v * 2, v / 2) if v else (1.0,)):
                     add(node, f"constant {v!r} -> {new_value!r}", lambda n, nv=new_value: setattr(n, "value", nv))
             elif isinstance(v, str) and v:
                 add(node, f"string {v!r} -> ''", lambda n: setattr(n, "value", ""))
@@ -161,7 +223,8 @@ def _sites(tree: ast.AST) -> list[tuple[str, Callable[[ast.AST], None], ast.AST]
         if isinstance(node, ast.Attribute) and node.attr in _ATTR_SWAPS:
             new_attr = _ATTR_SWAPS[node.attr]
             add(node, f".{node.attr} -> .{new_attr}", lambda n, na=new_attr: setattr(n, "attr", na))
-        if isinstance(node, ast.Call) and len(node.args) >= 2 and not any(isinstance(a, ast.Starred) for a in node.args[:2]):
+        if (isinstance(node, ast.Call) and len(node.args) >= 2 and not any(isinstance(a, ast.Starred) for a in node.args[:2])
+                and ast.dump(node.args[0]) != ast.dump(node.args[1])):  # swapping equal arguments changes nothing
             add(node, "swap the first two arguments of a call", lambda n: n.args.__setitem__(slice(0, 2), [n.args[1], n.args[0]]))
         if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice):
             s = node.slice
@@ -216,6 +279,8 @@ def mutants(obj: Any) -> Iterator[Mutant]:
     """Every single-point mutant of a function or class, compiled in its module's namespace."""
     source = textwrap.dedent(inspect.getsource(obj))
     module = sys.modules[obj.__module__]
+    _MODULE_NAMES.clear()
+    _MODULE_NAMES.update(k for k, v in vars(module).items() if isinstance(v, types.ModuleType))
     tree = ast.parse(source)
     n_sites = len(_sites(tree))
     for k in range(n_sites):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from solutions import checks as check
-from solutions.checks.core import Case, CheckFailure, Mistake, NotImplementedYet, Spec, check_function, difference, run
+from solutions.checks.core import Case, CheckFailure, Mistake, NotImplementedYet, Spec, Unsupported, check_function, difference, run
+from solutions.checks.modules import module_case, module_driver
 
 
 def test_difference_names_type_dtype_shape_and_value_in_that_order():
@@ -123,3 +124,140 @@ def test_earlier_exercises_are_replaced_by_references_while_checking():
     check_function(spec, namespace["double"])  # the unfinished helper does not block `double`
     with pytest.raises(NotImplementedError):  # and the learner's namespace is untouched
         namespace["double"]([1])
+
+
+# --- tensors, modules and devices (the framework that chapters 2-6 use) -----------------------
+
+
+def test_shape_messages_name_the_dimensions_and_recognise_a_transpose():
+    expected = torch.zeros(2, 5, 16)
+    message = difference(torch.zeros(2, 16, 5), expected, dims=("batch", "seq", "d_model"))
+    assert "expected (batch=2, seq=5, d_model=16)" in message
+    assert "yours look like (batch, d_model, seq)" in message
+    assert "look like" not in difference(torch.zeros(2, 5, 15), expected, dims=("batch", "seq", "d_model"))
+
+
+def test_a_spec_tolerance_applies_to_python_floats_too():
+    spec = _spec(reference=lambda: 1.0, make_cases=lambda seed: [Case(())], tolerance=(1e-5, 1e-5))
+    check_function(spec, lambda: 1.0 + 2e-6)  # a loss.item() a little off: fine under the spec's tolerance
+    with pytest.raises(CheckFailure):
+        check_function(_spec(reference=lambda: 1.0, make_cases=lambda seed: [Case(())]), lambda: 1.0 + 2e-6)
+
+
+def test_error_hints_match_the_message_not_only_the_type():
+    def boom(message):
+        def fn(xs):
+            raise RuntimeError(message)
+        return fn
+
+    spec = _spec(error_hints={"RuntimeError: same device": "device hint", "RuntimeError": "any other runtime error"})
+    with pytest.raises(CheckFailure, match="Hint: device hint"):
+        check_function(spec, boom("Expected all tensors to be on the same device"))
+    with pytest.raises(CheckFailure, match="Hint: any other runtime error"):
+        check_function(spec, boom("mat1 and mat2 shapes cannot be multiplied"))
+
+
+def test_a_case_seed_makes_random_code_reproducible():
+    spec = _spec(reference=lambda n: torch.rand(n), make_cases=lambda seed: [Case((3,), seed=11)])
+    check_function(spec, lambda n: torch.rand(n))  # same draws after the same seed
+    with pytest.raises(CheckFailure):
+        check_function(spec, lambda n: torch.rand(n + 1)[1:])
+
+
+def test_an_uncomparable_reference_result_is_a_bug_in_the_spec():
+    with pytest.raises(TypeError, match="bug in the spec"):
+        difference(1, Unsupported("builtins.object"))
+
+
+class _Scale(torch.nn.Module):
+    """A tiny module exercise: y = x * w (w of shape (d,)), with a buffer-free forward."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(d))
+
+    def forward(self, x):
+        return x * self.w
+
+
+def _module_spec(**kw):
+    g = torch.Generator().manual_seed(0)
+
+    def cases(seed):
+        c = module_case({"d": 3}, {"w": torch.randn(3, generator=g)}, (torch.randn(2, 3, generator=g),), torch.randn(2, 3, generator=g), "x")
+        meta = module_case(*c.args, label="meta")
+        meta.device = "meta"
+        return [c, meta]
+
+    return _spec(name="_Scale", reference=_Scale, make_cases=cases, driver=module_driver, **kw)
+
+
+def test_module_checks_compare_outputs_and_gradients_and_name_parameters():
+    spec = _module_spec()
+    check_function(spec, _Scale)
+
+    class Empty(torch.nn.Module):  # the right name and nothing else: passed before modules were checkable
+        def __init__(self, d):
+            super().__init__()
+
+    with pytest.raises(CheckFailure, match="has no parameter 'w' \\(shape \\(3,\\)\\)"):
+        check_function(spec, Empty)
+
+    class Renamed(_Scale):
+        def __init__(self, d):
+            torch.nn.Module.__init__(self)
+            self.weight = torch.nn.Parameter(torch.randn(d))
+
+    with pytest.raises(CheckFailure, match="no parameter 'w'.*it has: weight \\(3,\\)"):
+        check_function(spec, Renamed)
+
+    class Extra(_Scale):
+        def __init__(self, d):
+            super().__init__(d)
+            self.b = torch.nn.Parameter(torch.zeros(d))
+
+    with pytest.raises(CheckFailure, match="parameter or buffer 'b' that the exercise does not ask for"):
+        check_function(spec, Extra)
+
+    class Detached(_Scale):
+        def forward(self, x):
+            return x * self.w.detach()
+
+    with pytest.raises(CheckFailure, match="the gradient of w is None: no gradient reaches it"):
+        check_function(spec, Detached)
+    with pytest.raises(CheckFailure, match="needs your class _Scale itself"):
+        check_function(spec, _Scale(3))
+
+
+def test_a_tensor_made_without_device_is_found_on_the_cpu():
+    class OnTheCpu(_Scale):
+        def forward(self, x):
+            return x * self.w + torch.zeros(x.shape[-1])  # no device=: wrong on a GPU
+
+    with pytest.raises(CheckFailure, match="on the meta device.*not on the device of the inputs|same device|meta"):
+        check_function(_module_spec(), OnTheCpu)
+
+
+def test_earlier_classes_are_bound_for_the_check_and_restored(monkeypatch):
+    import types
+
+    module = types.ModuleType("learner_notebook")
+    monkeypatch.setitem(__import__("sys").modules, "learner_notebook", module)
+    exec(
+        "import torch\n"
+        "class Helper:\n    pass\n"
+        "class _Scale(torch.nn.Module):\n"
+        "    def __init__(self, d):\n        super().__init__()\n        self.w = torch.nn.Parameter(torch.randn(d))\n"
+        "    def forward(self, x):\n        return Helper.apply(x, self.w)\n",
+        module.__dict__,
+    )
+    module._Scale.__module__ = "learner_notebook"
+
+    class RefHelper:
+        @staticmethod
+        def apply(x, w):
+            return x * w
+
+    learner_helper = module.Helper
+    check_function(_module_spec(uses={"Helper": RefHelper}), module._Scale)  # super() still works
+    assert module.Helper is learner_helper  # and the learner's own class is back

@@ -3,45 +3,13 @@
 import pytest
 
 from solutions import checks as check
-from solutions.checks.core import CheckFailure, NotImplementedYet, check_function
+from solutions.checks.core import CheckFailure, check_function
 
 SPECS = check.specs_for("01_tokenization")
 
 
 def test_chapter_has_at_least_six_exercises():
     assert len(SPECS) >= 6
-
-
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_reference_passes(spec, capsys):
-    check_function(spec, spec.reference)
-    assert "correct" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_untouched_stub_fails(spec):
-    def stub(*args, **kwargs):
-        raise NotImplementedError()
-
-    with pytest.raises(NotImplementedYet):
-        check_function(spec, stub)
-
-
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
-def test_other_seeds_also_pass(spec):
-    for seed in (1, 2, 12345):
-        check_function(spec, spec.reference, seed=seed)
-
-
-MISTAKES = [(spec, m) for spec in SPECS for m in spec.mistakes]
-
-
-@pytest.mark.parametrize("spec,mistake", MISTAKES, ids=[f"{s.name}-{m.name}" for s, m in MISTAKES])
-def test_known_mistake_fails_with_its_own_hint(spec, mistake):
-    for seed in (0, 7):  # the public seed and a hidden one
-        with pytest.raises(CheckFailure) as info:
-            check_function(spec, mistake.variant, seed=seed)
-        assert f"Hint: {mistake.hint}" in str(info.value)
 
 
 # Realistic wrong answers that the spec's diagnose() or error hints explain -------------------

@@ -150,6 +150,40 @@ def test_derived_notebooks_replace_every_stub(chapter):
             assert solved.cells[i] == cell and source.cells[i] == cell
 
 
+def _with_answer(chapter, name, source):
+    nb = read_notebook(stub_path(chapter))
+    cell = next(c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == name)
+    cell.source = source
+    return nb, cell
+
+
+def test_class_stubs_keep_their_lines_once_in_the_solved_notebook():
+    stub = read_notebook(stub_path("02_embeddings"))
+    solved = solved_notebook(stub, "02_embeddings")
+    cell = next(c for c in solved.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "Embed")
+    assert cell.source.count("super().__init__()") == 1
+    namespace = {}
+    exec("import torch, einops\nfrom torch import nn\nimport torch.nn.functional as F\n" + cell.source, namespace)
+    assert namespace["Embed"](5, 3).W_E.shape == (5, 3)
+
+
+def test_validation_names_what_drifted_in_a_class_stub():
+    good = read_notebook(stub_path("02_embeddings"))
+    source = next(c for c in good.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "Embed").source
+    extra = source.replace("raise NotImplementedError()\n\n    def forward", "raise NotImplementedError()\n        self.W_E = None\n\n    def forward", 1)
+    nb, _ = _with_answer("02_embeddings", "Embed", extra)
+    assert any("has code after" in p for p in validate_stub(nb, "02_embeddings"))
+    renamed = source.replace("def forward(self, tokens: torch.Tensor)", "def forward(self, ids: torch.Tensor)")
+    nb, _ = _with_answer("02_embeddings", "Embed", renamed)
+    assert any("signature of Embed.forward" in p for p in validate_stub(nb, "02_embeddings"))
+    kept = source.replace("        super().__init__()\n", "        super().__init__()\n        self.d_model = d_model\n", 1)
+    nb, _ = _with_answer("02_embeddings", "Embed", kept)
+    assert any("keeps above" in p for p in validate_stub(nb, "02_embeddings"))
+    nb, cell = _with_answer("02_embeddings", "Embed", source)
+    cell.metadata["nbgrader"]["grade_id"] = "embed"
+    assert any("grade id 'embed'" in p for p in validate_stub(nb, "02_embeddings"))
+
+
 @pytest.mark.slow
 def test_nbgrader_release_of_the_generated_source_is_the_committed_stub(tmp_path):
     course.setup(tmp_path / "course")

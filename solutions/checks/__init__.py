@@ -10,9 +10,10 @@ Each chapter has a module here with one :class:`~solutions.checks.core.Spec` per
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import Callable
 
-from solutions.checks import tokenization as _tokenization
+import solutions
 from solutions.checks.core import (
     PUBLIC_SEED,
     Case,
@@ -25,8 +26,9 @@ from solutions.checks.core import (
     check_function,
 )
 
-# Chapter modules in course order; each defines SPECS. A new chapter adds one line here.
-_CHAPTER_MODULES = [_tokenization]
+# One module per chapter, in course order, named after the chapter ("01_tokenization" ->
+# solutions.checks.tokenization); each defines SPECS. The list of chapters is solutions.CHAPTERS.
+_CHAPTER_MODULES = [importlib.import_module(f"solutions.checks.{c.split('_', 1)[1]}") for c in solutions.CHAPTERS]
 
 SPECS: dict[str, Spec] = {}
 for _module in _CHAPTER_MODULES:

@@ -88,6 +88,14 @@ class Spec:
     ordered: bool = False
     # (rtol, atol) for this exercise's floats and float tensors, instead of the defaults
     tolerance: Optional[tuple[float, float]] = None
+    # turns the answer into the function a case calls: None for a plain function;
+    # modules.module_driver for an nn.Module class (build, load weights, forward, backward)
+    driver: Optional[Callable[[Any], Callable]] = None
+    # names of the result tensor's dimensions (for a module: its output's), for shape messages
+    dims: Optional[tuple[str, ...]] = None
+    # the most elements (tensor elements included) one case's result may hold; a test keeps
+    # every spec's reference results within it, so results always fit through the wire
+    max_output_items: int = 100_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,7 +151,7 @@ def _same(a: Any, b: Any) -> bool:
             and isinstance(b, torch.Tensor)
             and a.shape == b.shape
             and a.dtype == b.dtype
-            and bool(torch.equal(a.cpu(), b.cpu()))
+            and (a.device.type == "meta" or b.device.type == "meta" or bool(torch.equal(a.cpu(), b.cpu())))
         )
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
@@ -167,6 +175,16 @@ def with_references(fn: Callable, uses: dict[str, Callable]) -> Callable:
     )
     isolated.__kwdefaults__ = fn.__kwdefaults__
     return isolated
+
+
+def prepare(spec: Spec, answer: Any) -> Callable:
+    """The function the cases call: the answer with earlier references bound, through the driver.
+
+    For a class, earlier references are bound by :func:`modules.references_bound` around the
+    run instead (a class cannot be copied with other globals).
+    """
+    fn = answer if isinstance(answer, type) else with_references(answer, spec.uses)
+    return spec.driver(fn) if spec.driver is not None else fn
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,6 +236,22 @@ def _type_name(value: Any) -> str:
     return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
 
+def _shape_text(shape: tuple, dims: Optional[tuple[str, ...]]) -> str:
+    if dims is None or len(dims) != len(shape):
+        return str(tuple(shape))
+    return "(" + ", ".join(f"{d}={n}" for d, n in zip(dims, shape)) + ")"
+
+
+def _shape_problem(actual: tuple, expected: tuple, where: str, dims: Optional[tuple[str, ...]]) -> str:
+    message = f"{where} has shape {tuple(actual)}, expected {_shape_text(expected, dims)}."
+    if sorted(actual) == sorted(expected) and len(set(expected)) == len(expected):
+        # every size is distinct (the checks draw them so), so the permutation is known
+        order = [list(expected).index(n) for n in actual]
+        names = [dims[i] if dims and len(dims) == len(expected) else f"dim {i}" for i in order]
+        message += f" The axes are in another order: yours look like ({', '.join(names)})."
+    return message
+
+
 def difference(
     actual: Any,
     expected: Any,
@@ -225,25 +259,40 @@ def difference(
     *,
     ordered: bool = False,
     tolerance: Optional[tuple[float, float]] = None,
+    dims: Optional[tuple[str, ...]] = None,
 ) -> Optional[str]:
     """The first difference between two values as a sentence, or None if they match.
 
     Order matters: type, then (for tensors) dtype, shape and device, then values. ``ordered``:
     a dict's key order must match too. ``tolerance``: (rtol, atol) for floats and float tensors
-    instead of the defaults.
+    instead of the defaults. ``dims``: names of the result tensor's dimensions (or of a module
+    result's "output"), used in shape messages.
     """
     again = dict(ordered=ordered, tolerance=tolerance)
     if isinstance(expected, Unsupported):
         raise TypeError(f"the reference returned {expected!r}, which a check cannot compare: a bug in the spec")
     if isinstance(expected, torch.Tensor):
+        if actual is None and where.startswith("the gradient of"):
+            return (
+                f"{where} is None: no gradient reaches it. Use the parameter itself in forward "
+                f"(not a copy, not .detach(), not under torch.no_grad())."
+            )
         if not isinstance(actual, torch.Tensor):
             return f"{where} should be a tensor, but it is {_type_name(actual)}."
         if actual.dtype != expected.dtype:
             return f"{where} has dtype {actual.dtype}, expected {expected.dtype}."
         if actual.shape != expected.shape:
-            return f"{where} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}."
+            return _shape_problem(tuple(actual.shape), tuple(expected.shape), where, dims)
         if actual.device.type != expected.device.type:
+            if expected.device.type == "meta":
+                return (
+                    f"{where} is on device {actual.device.type}, not on the device of the inputs: "
+                    f"some tensor is made without device= (or kept as a plain attribute instead of "
+                    f"a parameter or buffer), so on a GPU it would be on the wrong device."
+                )
             return f"{where} is on device {actual.device.type}, expected {expected.device.type}."
+        if expected.device.type == "meta":
+            return None  # shapes and dtypes only: meta tensors hold no values
         return _tensor_values_differ(actual, expected, where, tolerance)
     if isinstance(expected, bool) or expected is None:
         if actual is not expected and actual != expected:
@@ -284,7 +333,8 @@ def difference(
         if extra:
             return f"{where} has an unexpected key {extra[0]!r} ({len(extra)} extra in all)."
         for k in expected:
-            found = difference(actual[k], expected[k], f"the value for key {k!r}", **again)
+            inner_dims = dims if k == "output" else None
+            found = difference(actual[k], expected[k], _key_where(where, k), **again, dims=inner_dims)
             if found:
                 return found
         if ordered and list(actual) != list(expected):
@@ -297,6 +347,27 @@ def difference(
     if type(actual) is not type(expected):
         return f"{where} should be {_type_name(expected)}, but it is {_type_name(actual)}: {_short(actual)}."
     return None if actual == expected else f"{where} is {_short(actual)}, expected {_short(expected)}."
+
+
+# how the parts of a module result (modules.module_driver) are named in messages
+_MODULE_PARTS = {
+    "output": "the output of forward",
+    "grads": "the gradients",
+    "init": "the initial parameters (rounded mean and standard deviation)",
+    "changes_with_seed": "whether the initial parameters are random",
+}
+
+
+def _key_where(where: str, key: Any) -> str:
+    if where == "the result" and key in _MODULE_PARTS:
+        return _MODULE_PARTS[key]
+    if where == "the gradients":
+        return f"the gradient of {key}"
+    if where.startswith("the initial parameters"):
+        return f"the initial {key} [mean, std]"
+    if where.startswith("whether the initial"):
+        return f"whether the initial {key} is random"
+    return f"the value for key {key!r}"
 
 
 def _tensor_values_differ(
@@ -324,15 +395,29 @@ def _same_outcome(spec: Spec, a: Outcome, b: Outcome) -> bool:
     if a.error is not None or b.error is not None:
         return a.error is not None and b.error is not None and a.error[0] == b.error[0]
     try:
-        return difference(a.value, b.value, ordered=spec.ordered, tolerance=spec.tolerance) is None
+        return difference(a.value, b.value, ordered=spec.ordered, tolerance=spec.tolerance, dims=spec.dims) is None
     except TypeError:  # an uncomparable value: they do not agree
         return False
 
 
 def _call_text(spec: Spec, case: Case) -> str:
     """The failing call written out, as the learner would type it."""
-    parts = [repr(a) for a in case.args] + [f"{k}={v!r}" for k, v in case.kwargs.items()]
+    if spec.driver is not None:  # a module case: (init, weights, inputs, cotangent)
+        init, weights, inputs, _ = case.args
+        config = ", ".join(f"{k}={v!r}" for k, v in init.items())
+        if weights is None:
+            return f"{spec.name}({config}), its parameters as initialised (mean and standard deviation)"
+        shown = ", ".join(_argument_text(x) for x in inputs)
+        return f"{spec.name}({config}) with the check's weights, called on {shown}"
+    parts = [_argument_text(a) for a in case.args] + [f"{k}={_argument_text(v)}" for k, v in case.kwargs.items()]
     return f"{spec.name}({', '.join(parts)})"
+
+
+def _argument_text(value: Any) -> str:
+    if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.numel() > 24):
+        # float values print rounded, and big tensors are cut: name the tensor, check.inputs has it
+        return f"<{value.dtype} tensor of shape {tuple(value.shape)}>".replace("torch.", "")
+    return repr(value)
 
 
 def _error_hint(spec: Spec, kind: str, message: str) -> Optional[str]:
@@ -384,9 +469,11 @@ def _first_problem(
         )
     if want.error is not None and got.error is not None and got.error[0] == want.error[0]:
         return None, None, None  # the reference refuses this input too, with the same kind of error
+    if got.error is not None and got.error[0] == "ParameterMismatch":
+        return f"{spec.name}{on}: {got.error[1]}", None, None
     if got.error is not None:
         kind, text = got.error
-        hint = _error_hint(spec, kind, text) or _likely_mistake(spec, cases, outcomes, expected, index)
+        hint = _likely_mistake(spec, cases, outcomes, expected, index) or _error_hint(spec, kind, text)
         return f"{spec.name} raised {kind}{on}: {text}", hint, got.exception
     if want.error is not None:  # the reference refuses this input: the learner must refuse too
         hint = _likely_mistake(spec, cases, outcomes, expected, index)
@@ -401,7 +488,7 @@ def _first_problem(
             None,
             None,
         )
-    problem = difference(got.value, want.value, ordered=spec.ordered, tolerance=spec.tolerance)
+    problem = difference(got.value, want.value, ordered=spec.ordered, tolerance=spec.tolerance, dims=spec.dims)
     if problem is None:
         return None, None, None
     hint = None
@@ -418,7 +505,14 @@ def _reproduce(spec: Spec, case: Case, index: int, total: int) -> str:
         text += f": {call}"
     else:
         text += f" (too long to show: {len(call):,} characters)"
-    if not case.kwargs:
+    if spec.driver is not None and case.args[1] is None:
+        text += f"\nTo try it yourself: m = {spec.name}(**check.inputs({spec.name!r}, {number})[0])"
+    elif spec.driver is not None:
+        text += (
+            f"\nTo try it yourself: init, weights, inputs, cotangent = check.inputs({spec.name!r}, {number}); "
+            f"m = {spec.name}(**init); m.load_state_dict(weights); m(*inputs)"
+        )
+    elif not case.kwargs:
         text += f"\nTo try it yourself: {spec.name}(*check.inputs({spec.name!r}, {number}))"
     else:
         text += f"\nTo try it yourself: args, kwargs = check.inputs({spec.name!r}, {number}, with_kwargs=True)"
@@ -434,7 +528,7 @@ def _likely_mistake(
     from the reference, and case ``index`` is one of them.
     """
     for mistake in spec.mistakes:
-        variant = wire.round_trip(run(mistake.variant, cases))
+        variant = wire.round_trip(run(prepare(spec, mistake.variant), cases))
         telling = [i for i in range(len(cases)) if not _same_outcome(spec, variant[i], expected[i])]
         if index in telling and all(_same_outcome(spec, outcomes[i], variant[i]) for i in telling):
             return mistake.hint
@@ -446,9 +540,7 @@ def case_inputs(spec: Spec, number: int, *, seed: int = PUBLIC_SEED, device: tor
     cases = spec.make_cases(seed)
     if not 1 <= number <= len(cases):
         raise ValueError(f"check {spec.name} has test inputs 1 to {len(cases)}, not {number}")
-    case = cases[number - 1]
-    device = torch.device(device) if device is not None else default_device()
-    return Case(to_device(case.args, device), to_device(case.kwargs, device), case.label, case.seed)
+    return on_device(cases[number - 1], torch.device(device) if device is not None else default_device())
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,17 +557,18 @@ def check_function(
     __tracebackhide__ = True  # IPython then shows the learner's cell and the failure, not our internals
     if not callable(fn):
         raise CheckFailure(f"check.{spec.name} needs your function, but got {_type_name(fn)}.")
+    if spec.driver is not None and not isinstance(fn, type):
+        raise CheckFailure(f"check.{spec.name} needs your class {spec.name} itself, not {_type_name(fn)}.")
+    from solutions.checks.modules import references_bound  # modules builds on this module's types
+
     device = torch.device(device) if device is not None else default_device()
     cases = spec.make_cases(seed)
     with exact_math():
-        expected = wire.round_trip(run(spec.reference, cases))  # the reference runs on the CPU
-        for want in expected:
-            want.value = to_device(want.value, device)
-        learner_cases = [
-            Case(to_device(c.args, device), to_device(c.kwargs, device), c.label, c.seed) for c in cases
-        ]
+        expected = expected_outcomes(spec, cases, device)
+        learner_cases = [on_device(c, device) for c in cases]
         # the same round trip as in the grader, so both give the same verdict
-        outcomes = wire.round_trip(run(with_references(fn, spec.uses), learner_cases))
+        with references_bound(fn, spec.uses):
+            outcomes = wire.round_trip(run(prepare(spec, fn), learner_cases))
         try:
             compare(spec, learner_cases, outcomes, expected)
         except CheckFailure:
@@ -483,6 +576,21 @@ def check_function(
             raise
     _record(spec, True)
     print(f"✔ {spec.name}: correct on all {len(cases)} test inputs.")
+
+
+def on_device(case: Case, device: torch.device | str) -> Case:
+    """The case with its tensors on ``device`` (or on the case's own device, e.g. "meta")."""
+    target = case.device or device
+    return Case(to_device(case.args, target), to_device(case.kwargs, target), case.label, case.seed, case.device)
+
+
+def expected_outcomes(spec: Spec, cases: list[Case], device: torch.device | str) -> list[Outcome]:
+    """The reference's outcomes: computed on the CPU (or the case's own device), then moved to ``device``."""
+    on_cpu = [on_device(c, "cpu") for c in cases]
+    expected = wire.round_trip(run(prepare(spec, spec.reference), on_cpu))
+    for case, want in zip(cases, expected):
+        want.value = to_device(want.value, case.device or device)
+    return expected
 
 
 # What this kernel has checked so far, for summary(): spec name -> (spec, passed)

@@ -37,12 +37,16 @@ class Case:
 
     ``seed``: when set, ``torch``'s and ``random``'s generators are seeded with it just before
     the call, so that code that draws random numbers gives the same result everywhere.
+    ``device``: run this case on that device instead of the learner's. "meta" (tensors with a
+    shape and no values) finds, on any machine, code that would put a tensor on the wrong device
+    on a GPU: a tensor made without ``device=``, a tensor kept outside the module's buffers.
     """
 
     args: tuple
     kwargs: dict = field(default_factory=dict)
     label: str = ""
     seed: Optional[int] = None
+    device: Optional[str] = None
 
 
 @dataclass

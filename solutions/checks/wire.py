@@ -47,9 +47,10 @@ def _short_repr(value: Any) -> str:
 def encode(value: Any, _depth: int = 0, _budget: _Budget | None = None) -> Any:
     """A JSON-ready form of ``value`` (see the module docstring for what survives)."""
     budget = _budget or _Budget()
-    budget.spend(1)
     if _depth > MAX_DEPTH:
         raise ValueError("the value is nested too deeply to check")
+    # every value costs one item, a tensor one per element: a tensor of exactly MAX_ITEMS fits
+    budget.spend(torch.Tensor.numel(value) if isinstance(value, torch.Tensor) else 1)
     if value is None or value is True or value is False:
         return value
     if isinstance(value, int):
@@ -63,7 +64,9 @@ def encode(value: Any, _depth: int = 0, _budget: _Budget | None = None) -> Any:
         return {"$bytes": base64.b64encode(bytes(memoryview(value))).decode("ascii")}
     if isinstance(value, torch.Tensor):
         t = torch.Tensor.detach(value)
-        budget.spend(t.numel())
+        if t.device.type == "meta":  # a shape and a dtype, no values
+            dtype = str(t.dtype).replace("torch.", "")
+            return {"$tensor": {"dtype": dtype, "shape": list(t.shape), "device": "meta", "data": None}}
         cpu = t.to("cpu").contiguous().clone()
         raw = cpu.view(torch.int16) if cpu.dtype == torch.bfloat16 else cpu  # numpy has no bfloat16
         return {
@@ -112,6 +115,8 @@ def decode(data: Any, device: str | None = None) -> Any:
         dtype = _DTYPES.get(body["dtype"])
         if dtype is None:
             return Unsupported(f"tensor of dtype {body['dtype']}", "")
+        if body.get("device") == "meta" or body.get("data") is None:
+            return torch.empty([int(n) for n in body["shape"]], dtype=dtype, device="meta")
         raw = bytearray(base64.b64decode(body["data"]))
         storage = torch.int16 if dtype == torch.bfloat16 else dtype
         t = torch.frombuffer(raw, dtype=storage) if raw else torch.empty(0, dtype=storage)
@@ -128,7 +133,7 @@ def _hashable(key: Any) -> Any:
 
 
 def _device_available(kind: str) -> bool:
-    if kind == "cpu":
+    if kind in ("cpu", "meta"):
         return True
     if kind == "cuda":
         return torch.cuda.is_available()

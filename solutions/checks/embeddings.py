@@ -1,0 +1,490 @@
+"""Check specs for chapter 2, embeddings: one :class:`Spec` per exercise, in notebook order.
+
+Inputs come from a ``torch.Generator`` seeded by the check's seed, on the CPU. Every dimension of
+a case gets its own size (batch 2-3, seq 4-6, d_vocab 7-11, d_model 12-16, ...), so that a swapped
+axis always shows as a wrong shape, and the sizes stay small: each check takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from solutions import embeddings as ref
+from solutions.checks.core import Case, Mistake, Spec
+from solutions.checks.modules import init_case, module_case, module_driver
+
+CHAPTER = "02_embeddings"
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _sizes(rng: random.Random) -> dict[str, int]:
+    """One size per dimension name, all different from each other."""
+    return {
+        "batch": rng.randint(2, 3),
+        "seq": rng.randint(4, 6),
+        "d_vocab": rng.randint(7, 11),
+        "d_model": rng.randint(12, 16),
+    }
+
+
+def _tokens(g: torch.Generator, batch: int, seq: int, d_vocab: int) -> torch.Tensor:
+    tokens = torch.randint(0, d_vocab, (batch, seq), generator=g)
+    tokens[0, 0], tokens[-1, -1] = 0, d_vocab - 1  # the first and the last id always occur
+    return tokens
+
+
+# --- 1, 2. one_hot_embed and lookup_embed ---------------------------------------------------
+
+
+def _cases_embed_function(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    for label, dtype in [("float32 weights", torch.float32), ("float64 weights", torch.float64), ("random sizes", torch.float32)]:
+        s = _sizes(rng)
+        tokens = _tokens(g, s["batch"], s["seq"], s["d_vocab"])
+        W_E = torch.randn(s["d_vocab"], s["d_model"], generator=g).to(dtype)
+        cases.append(Case((tokens, W_E), label=label))
+    # the largest id is not used: a one-hot vector sized by the ids alone is too short
+    W_E = torch.randn(9, 13, generator=g)
+    cases.append(Case((torch.tensor([[1, 2, 3, 2], [0, 1, 1, 3]]), W_E), label="ids that do not reach d_vocab - 1"))
+    cases.append(Case((torch.tensor([[4, 4, 4, 4, 4]]), W_E), label="one id repeated"))
+    return cases
+
+
+def _embed_columns(tokens: torch.Tensor, W_E: torch.Tensor) -> torch.Tensor:
+    return W_E.T[tokens.clamp(max=W_E.shape[1] - 1)]
+
+
+_EMBED_ERROR_HINTS = {
+    "RuntimeError: (cannot be multiplied|size of tensor|must match|mat1 and mat2)": (
+        "the one-hot vectors must have d_vocab entries (the number of rows of W_E), whatever the "
+        "largest id in this batch is."
+    ),
+    "RuntimeError: (dtype|Long|Float|Double)": (
+        "one_hot gives integers: convert the one-hot vectors to W_E's dtype before multiplying."
+    ),
+}
+
+
+# --- 3. Embed -------------------------------------------------------------------------------
+
+
+def _cases_Embed(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    for label in ("a batch of ids", "other sizes", "other sizes again"):
+        s = _sizes(rng)
+        tokens = _tokens(g, s["batch"], s["seq"], s["d_vocab"])
+        weights = {"W_E": torch.randn(s["d_vocab"], s["d_model"], generator=g)}
+        cotangent = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
+        cases.append(module_case({"d_vocab": s["d_vocab"], "d_model": s["d_model"]}, weights, (tokens,), cotangent, label))
+    weights = {"W_E": torch.randn(8, 12, generator=g)}
+    cotangent = torch.randn(1, 3, 12, generator=g)
+    for bad, label in [(8, "an id equal to d_vocab"), (-1, "a negative id"), (50, "an id far outside the vocabulary")]:
+        tokens = torch.tensor([[1, bad, 2]])
+        cases.append(module_case({"d_vocab": 8, "d_model": 12}, weights, (tokens,), cotangent, label))
+    floats = torch.tensor([[1.0, 2.0, 3.0]])
+    cases.append(module_case({"d_vocab": 8, "d_model": 12}, weights, (floats,), cotangent, "ids of a float dtype"))
+    cases.append(init_case({"d_vocab": 1000, "d_model": 100}, "W_E as initialised: N(0, 0.02^2)", seed))
+    return cases
+
+
+class _EmbedNoCheck(torch.nn.Module):
+    def __init__(self, d_vocab: int, d_model: int):
+        super().__init__()
+        self.W_E = torch.nn.Parameter(torch.randn(d_vocab, d_model) * 0.02)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.W_E[tokens]
+
+
+# --- 4. PosEmbed ----------------------------------------------------------------------------
+
+
+def _cases_PosEmbed(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    for label, extra in [("seq shorter than n_ctx", 3), ("seq much shorter than n_ctx", 9), ("seq equal to n_ctx", 0)]:
+        s = _sizes(rng)
+        n_ctx = s["seq"] + extra
+        n_ctx = n_ctx if n_ctx not in (s["batch"], s["d_model"]) else n_ctx + 1
+        tokens = _tokens(g, s["batch"], s["seq"], s["d_vocab"])
+        weights = {"W_pos": torch.randn(n_ctx, s["d_model"], generator=g)}
+        cotangent = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
+        cases.append(module_case({"n_ctx": n_ctx, "d_model": s["d_model"]}, weights, (tokens,), cotangent, label))
+    tokens = torch.tensor([[0, 1, 2, 3, 4, 5, 6]])
+    weights = {"W_pos": torch.randn(6, 13, generator=g)}
+    cases.append(module_case({"n_ctx": 6, "d_model": 13}, weights, (tokens,), torch.randn(1, 7, 13, generator=g), "seq one longer than n_ctx"))
+    # positions do not depend on the ids: the same ids in another order, on the meta device too
+    s = _sizes(rng)
+    tokens = torch.randint(0, 3, (s["batch"], s["seq"]), generator=g)
+    weights = {"W_pos": torch.randn(s["seq"] + 2, s["d_model"], generator=g)}
+    cotangent = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
+    case = module_case({"n_ctx": s["seq"] + 2, "d_model": s["d_model"]}, weights, (tokens,), cotangent, "ids that are not positions")
+    cases.append(case)
+    meta = module_case(*case.args, label="on the meta device (finds tensors made without device=)")
+    meta.device = "meta"
+    cases.append(meta)
+    cases.append(init_case({"n_ctx": 1000, "d_model": 100}, "W_pos as initialised: N(0, 0.01^2)", seed))
+    return cases
+
+
+class _PosEmbedByIds(torch.nn.Module):
+    def __init__(self, n_ctx: int, d_model: int):
+        super().__init__()
+        self.W_pos = torch.nn.Parameter(torch.randn(n_ctx, d_model) * 0.01)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.shape[1] > self.W_pos.shape[0]:
+            raise ValueError("too long")
+        return self.W_pos[tokens]
+
+
+class _PosEmbedNoBatch(torch.nn.Module):
+    def __init__(self, n_ctx: int, d_model: int):
+        super().__init__()
+        self.W_pos = torch.nn.Parameter(torch.randn(n_ctx, d_model) * 0.01)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.shape[1] > self.W_pos.shape[0]:
+            raise ValueError("too long")
+        return self.W_pos[: tokens.shape[1]]
+
+
+# --- 5. sinusoidal_encoding -----------------------------------------------------------------
+
+
+def _cases_sinusoidal_encoding(seed: int) -> list[Case]:
+    rng = random.Random(seed)
+    cases = [
+        Case((6, 4), label="n_ctx=6, d_model=4"),
+        Case((50, 16), label="positions up to 49"),
+        Case((1, 8), label="one position"),
+        Case((7, 10, 100.0), label="another base"),
+        Case((5, 7), label="an odd d_model"),
+    ]
+    for _ in range(4):
+        n_ctx, d_model = rng.randint(3, 40), 2 * rng.randint(2, 12)
+        if n_ctx == d_model:
+            n_ctx += 1
+        cases.append(Case((n_ctx, d_model, rng.choice([10000.0, 10000.0, 500.0])), label="random sizes"))
+    return cases
+
+
+def _sinusoids(n_ctx: int, d_model: int, base: float, *, swap: bool = False, exponent: str = "2i", start: int = 0,
+               layout: str = "interleaved") -> torch.Tensor:
+    if d_model % 2:
+        raise ValueError("odd")
+    p = torch.arange(start, start + n_ctx, dtype=torch.float64)[:, None]
+    i = torch.arange(d_model // 2, dtype=torch.float64)
+    freqs = base ** (-(2 * i if exponent == "2i" else i) / d_model)
+    a, b = (p * freqs).sin(), (p * freqs).cos()
+    if swap:
+        a, b = b, a
+    if layout == "halves":
+        return torch.cat([a, b], dim=-1).float()
+    return torch.stack([a, b], dim=-1).reshape(n_ctx, d_model).float()
+
+
+def _pe_swapped(n_ctx: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
+    return _sinusoids(n_ctx, d_model, base, swap=True)
+
+
+def _pe_halves(n_ctx: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
+    return _sinusoids(n_ctx, d_model, base, layout="halves")
+
+
+def _pe_exponent_i(n_ctx: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
+    return _sinusoids(n_ctx, d_model, base, exponent="i")
+
+
+def _pe_from_one(n_ctx: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
+    return _sinusoids(n_ctx, d_model, base, start=1)
+
+
+# --- 6. sinusoidal_shift_matrix -------------------------------------------------------------
+
+
+def _cases_sinusoidal_shift_matrix(seed: int) -> list[Case]:
+    rng = random.Random(seed)
+    cases = [
+        Case((0, 4), label="k=0: no shift"),
+        Case((1, 6), label="k=1"),
+        Case((3, 8, 100.0), label="another base"),
+        Case((-2, 6), label="a negative k"),
+        Case((2, 5), label="an odd d_model"),
+    ]
+    for _ in range(4):
+        cases.append(Case((rng.randint(1, 30), 2 * rng.randint(2, 8), rng.choice([10000.0, 300.0])), label="random k and d_model"))
+    return cases
+
+
+def _shift_transposed(k: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
+    return ref.sinusoidal_shift_matrix(k, d_model, base).T.contiguous()
+
+
+def _diagnose_shift(case: Case, actual: Any, expected: Any) -> Optional[str]:
+    """State, as a fact about this case, whether PE[p] @ M gives PE[p + k] for the learner's M."""
+    if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape or not actual.is_floating_point():
+        return None
+    k, d_model = case.args[:2]
+    base = case.args[2] if len(case.args) > 2 else 10000.0
+    pe = ref.sinusoidal_encoding(abs(k) + 8, d_model, base).to(actual.device)
+    p = max(0, -k) + 3
+    if torch.allclose(actual.to(pe.dtype) @ pe[p], pe[p + k], atol=1e-4):
+        return "your M maps column vectors (M @ PE[p]); the exercise uses rows: PE[p] @ M = PE[p + k]."
+    worst = (pe[p] @ actual.to(pe.dtype) - pe[p + k]).abs().max().item()
+    return f"with your M, PE[{p}] @ M differs from PE[{p + k}] by up to {worst:.3g}: check each 2x2 block against the angle addition formulas."
+
+
+# --- 7. apply_rope --------------------------------------------------------------------------
+
+
+def _cases_apply_rope(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    s = _sizes(rng)
+    cases.append(Case((torch.randn(s["batch"], s["seq"], 8, generator=g),), label="(batch, seq, d_head)"))
+    cases.append(Case((torch.randn(2, 3, 5, 6, generator=g),), label="(batch, n_heads, seq, d_head)"))
+    cases.append(Case((torch.randn(3, 7, 10, generator=g), 100.0), label="another base"))
+    cases.append(Case((torch.randn(2, 9, 4, generator=g, dtype=torch.float64),), label="float64 input"))
+    same = torch.randn(1, 1, 12, generator=g).expand(2, 6, 12).contiguous()
+    cases.append(Case((same,), label="the same vector at every position"))
+    cases.append(Case((torch.randn(2, 4, 5, generator=g),), label="an odd d_head"))
+    for _ in range(3):
+        shape = (rng.randint(2, 3), rng.randint(4, 9), 2 * rng.randint(5, 8))
+        cases.append(Case((torch.randn(*shape, generator=g),), label="random sizes"))
+    meta = Case((torch.randn(2, 5, 8, generator=g),), label="on the meta device (finds tensors made without device=)")
+    meta.device = "meta"
+    cases.append(meta)
+    return cases
+
+
+def _rope(x: torch.Tensor, base: float = 10000.0, *, pairing: str = "interleaved", sign: float = 1.0,
+          exponent: str = "2i", start: int = 0) -> torch.Tensor:
+    seq, d = x.shape[-2], x.shape[-1]
+    if d % 2:
+        raise ValueError("odd")
+    i = torch.arange(d // 2, dtype=torch.float64)
+    theta = base ** (-(2 * i if exponent == "2i" else i) / d)
+    angles = sign * torch.arange(start, start + seq, dtype=torch.float64)[:, None] * theta
+    cos, sin = angles.cos(), angles.sin()
+    xf = x.double()
+    if pairing == "interleaved":
+        x0, x1 = xf[..., 0::2], xf[..., 1::2]
+        out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
+    else:  # rotate_half: dimension i with i + d/2
+        x0, x1 = xf[..., : d // 2], xf[..., d // 2:]
+        out = torch.cat([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
+    return out.to(x.dtype)
+
+
+def _rope_rotate_half(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    return _rope(x, base, pairing="halves")
+
+
+def _rope_backwards(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    return _rope(x, base, sign=-1.0)
+
+
+def _rope_exponent_i(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    return _rope(x, base, exponent="i")
+
+
+def _rope_from_one(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    return _rope(x, base, start=1)
+
+
+# --- 8. cosine_similarity -------------------------------------------------------------------
+
+
+def _cases_cosine_similarity(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    for label in ("rows of different lengths", "other sizes"):
+        n, m, d = rng.randint(2, 4), rng.randint(5, 7), rng.randint(8, 12)
+        a = torch.randn(n, d, generator=g) * torch.rand(n, 1, generator=g) * 5
+        b = torch.randn(m, d, generator=g) * torch.rand(m, 1, generator=g) * 5
+        cases.append(Case((a, b), label=label))
+    a = torch.randn(3, 9, generator=g)
+    b = torch.cat([torch.zeros(1, 9), 2.5 * a[:1], -a[1:2], torch.randn(2, 9, generator=g)])
+    cases.append(Case((a, b), label="a zero vector, a scaled copy and an opposite vector"))
+    cases.append(Case((a.double(), b.double()), label="float64"))
+    return cases
+
+
+def _cosine_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a @ b.T
+
+
+def _cosine_one_side(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a / a.norm(dim=-1, keepdim=True).clamp_min(1e-8)) @ b.T
+
+
+# --- 9. nearest_neighbours ------------------------------------------------------------------
+
+
+def _cases_nearest_neighbours(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    for label in ("k=3", "other sizes"):
+        d_vocab, d_model = rng.randint(9, 14), rng.randint(5, 8)
+        W_E = torch.randn(d_vocab, d_model, generator=g) * torch.rand(d_vocab, 1, generator=g) * 4
+        query = torch.randn(d_model, generator=g)
+        cases.append(Case((query, W_E, rng.randint(2, 5)), label=label))
+    W_E = torch.randn(10, 6, generator=g)
+    W_E[7] = W_E[2]  # an exact tie: the smaller id comes first
+    W_E[4] = 10 * W_E[5]  # longer, not more similar
+    cases.append(Case((W_E[2] + 0.01 * torch.randn(6, generator=g), W_E, 4), label="a tie and a long vector"))
+    cases.append(Case((W_E[5].clone(), W_E, 3), label="a scaled copy of the query"))
+    cases.append(Case((torch.randn(6, generator=g), W_E, 10), label="k = d_vocab"))
+    cases.append(Case((torch.randn(6, generator=g), W_E, 1), label="k = 1"))
+    cases.append(Case((torch.randn(6, generator=g), W_E, 0), label="k = 0: no neighbours"))
+    cases.append(Case((torch.randn(6, generator=g), W_E, 11), label="k > d_vocab"))
+    cases.append(Case((torch.randn(6, generator=g), W_E, -1), label="a negative k"))
+    return cases
+
+
+def _nearest_by_dot(query: torch.Tensor, W_E: torch.Tensor, k: int) -> torch.Tensor:
+    if k > W_E.shape[0]:
+        raise ValueError("k")
+    return torch.sort(W_E @ query, descending=True, stable=True).indices[:k]
+
+
+def _nearest_least_similar(query: torch.Tensor, W_E: torch.Tensor, k: int) -> torch.Tensor:
+    if k > W_E.shape[0]:
+        raise ValueError("k")
+    return torch.sort(ref.cosine_similarity(query[None], W_E)[0], stable=True).indices[:k]
+
+
+# ----------------------------------------------------------------------------------------------
+
+_EMBED_DIMS = ("batch", "seq", "d_model")
+
+SPECS = [
+    Spec(
+        name="one_hot_embed",
+        chapter=CHAPTER,
+        reference=ref.one_hot_embed,
+        make_cases=_cases_embed_function,
+        error_hints=_EMBED_ERROR_HINTS,
+        mistakes=[Mistake("columns", "you read columns of W_E; token t's vector is row t (W_E is (d_vocab, d_model)).", _embed_columns)],
+        dims=_EMBED_DIMS,
+    ),
+    Spec(
+        name="lookup_embed",
+        chapter=CHAPTER,
+        reference=ref.lookup_embed,
+        make_cases=_cases_embed_function,
+        mistakes=[Mistake("columns", "you read columns of W_E; token t's vector is row t (W_E is (d_vocab, d_model)).", _embed_columns)],
+        dims=_EMBED_DIMS,
+    ),
+    Spec(
+        name="Embed",
+        chapter=CHAPTER,
+        reference=ref.Embed,
+        make_cases=_cases_Embed,
+        driver=module_driver,
+        dims=_EMBED_DIMS,
+        mistakes=[
+            Mistake(
+                "no range check",
+                "an id outside 0..d_vocab-1 must raise a ValueError that names the limit. Indexing "
+                "does not do it for you: a negative id silently reads a row from the end.",
+                _EmbedNoCheck,
+            )
+        ],
+        error_hints={
+            "IndexError: tensors used as indices": "ids of a float dtype are a TypeError: check the dtype before indexing.",
+            "IndexError": "check the ids yourself before indexing, and raise a ValueError that names d_vocab.",
+        },
+        points=2,
+    ),
+    Spec(
+        name="PosEmbed",
+        chapter=CHAPTER,
+        reference=ref.PosEmbed,
+        make_cases=_cases_PosEmbed,
+        driver=module_driver,
+        dims=_EMBED_DIMS,
+        mistakes=[
+            Mistake("ids as positions", "row p of W_pos belongs to position p (0, 1, ..., seq-1), whatever token stands there.", _PosEmbedByIds),
+            Mistake("no batch axis", "the result has a batch axis like the token embedding's: repeat the rows for every sequence of the batch.", _PosEmbedNoBatch),
+        ],
+        error_hints={"IndexError": "a sequence longer than n_ctx must raise a ValueError that names n_ctx."},
+        points=2,
+    ),
+    Spec(
+        name="sinusoidal_encoding",
+        chapter=CHAPTER,
+        reference=ref.sinusoidal_encoding,
+        make_cases=_cases_sinusoidal_encoding,
+        dims=("n_ctx", "d_model"),
+        mistakes=[
+            Mistake("sin/cos swapped", "even dimensions (2i) hold the sine and odd ones (2i+1) the cosine.", _pe_swapped),
+            Mistake("halves", "sine and cosine of pair i sit side by side, in dimensions 2i and 2i+1, not in two halves.", _pe_halves),
+            Mistake("exponent", "the frequency of pair i is base^(-2i/d_model): the exponent counts dimensions, two per pair.", _pe_exponent_i),
+            Mistake("positions from 1", "positions start at 0: row 0 is sin(0), cos(0).", _pe_from_one),
+        ],
+    ),
+    Spec(
+        name="sinusoidal_shift_matrix",
+        chapter=CHAPTER,
+        reference=ref.sinusoidal_shift_matrix,
+        make_cases=_cases_sinusoidal_shift_matrix,
+        dims=("d_model", "d_model"),
+        diagnose=_diagnose_shift,
+        mistakes=[Mistake("transposed", "your M maps column vectors (M @ PE[p]); the exercise uses rows: PE[p] @ M = PE[p + k].", _shift_transposed)],
+    ),
+    Spec(
+        name="apply_rope",
+        chapter=CHAPTER,
+        reference=ref.apply_rope,
+        make_cases=_cases_apply_rope,
+        tolerance=(1e-5, 1e-5),  # the angles are float32 in the reference: float64 answers differ by ~1e-7
+        mistakes=[
+            Mistake("rotate_half", "RoFormer pairs neighbouring dimensions (2i, 2i+1); pairing i with i + d_head/2 is Hugging Face's LLaMA layout.", _rope_rotate_half),
+            Mistake("backwards", "the rotation goes the other way: x'[2i] = x[2i] cos - x[2i+1] sin.", _rope_backwards),
+            Mistake("exponent", "theta_i = base^(-2i/d_head): the exponent counts dimensions, two per pair.", _rope_exponent_i),
+            Mistake("positions from 1", "positions start at 0: the first position is not rotated.", _rope_from_one),
+        ],
+        points=2,
+    ),
+    Spec(
+        name="cosine_similarity",
+        chapter=CHAPTER,
+        reference=ref.cosine_similarity,
+        make_cases=_cases_cosine_similarity,
+        dims=("n", "m"),
+        mistakes=[
+            Mistake("dot product", "divide by both lengths: a cosine does not grow with the vectors' lengths.", _cosine_dot),
+            Mistake("one side", "normalise the rows of b as well as those of a.", _cosine_one_side),
+        ],
+    ),
+    Spec(
+        name="nearest_neighbours",
+        chapter=CHAPTER,
+        reference=ref.nearest_neighbours,
+        make_cases=_cases_nearest_neighbours,
+        uses={"cosine_similarity": ref.cosine_similarity},
+        mistakes=[
+            Mistake("dot product", "rank by cosine similarity, not by the dot product: a long vector is not a similar one.", _nearest_by_dot),
+            Mistake("ascending", "most similar first: sort in descending order.", _nearest_least_similar),
+        ],
+    ),
+]
+
+# A tensor made on the CPU next to inputs on a GPU: the same sentence for every exercise here.
+for _spec in SPECS:
+    _spec.error_hints.setdefault(
+        "RuntimeError: Expected all tensors to be on the same device",
+        "some tensor is on another device than the inputs: create tensors with device=x.device.",
+    )
+del _spec

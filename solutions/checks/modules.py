@@ -1,0 +1,171 @@
+"""Checking exercises whose answer is a ``torch.nn.Module`` class.
+
+A class cannot be compared by value, and a returned module cannot travel to the grader (it would
+carry the student's code). So a module exercise is checked through what it *does*, with plain
+tensors only. :func:`module_driver` turns a class into a function of one case:
+
+1. build the module from a small config (``init``: keyword arguments, e.g. ``d_vocab=11``);
+2. compare its parameter names and shapes with the weights the check chose (a missing, extra or
+   misshaped parameter is named in the message) and load those weights with ``strict=True``,
+   so the learner's module and the reference compute with the same numbers;
+3. move it to the device of the inputs, run ``forward`` on them;
+4. run ``backward`` with a cotangent the check chose (the gradient of ``(output * cotangent).sum()``)
+   and collect every parameter's gradient.
+
+The result, ``{"output": tensor, "grads": {name: tensor or None}}``, is compared like any other
+value. A module case is ``Case((init, weights, inputs, cotangent))``; :func:`module_case` builds one,
+and :func:`init_case` one that checks how the module initialises its parameters instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+
+from solutions.checks.outcome import Case
+
+
+class ParameterMismatch(ValueError):
+    """The learner's module does not have the parameters the exercise names."""
+
+
+def module_case(
+    init: dict, weights: dict[str, torch.Tensor], inputs: tuple, cotangent: Optional[torch.Tensor], label: str = ""
+) -> Case:
+    """One module check: build with ``init``, load ``weights``, run ``forward(*inputs)``, backprop ``cotangent``."""
+    return Case((dict(init), dict(weights), tuple(inputs), cotangent), label=label)
+
+
+def init_case(init: dict, label: str = "the initial weights", seed: int = 0) -> Case:
+    """A case that builds the module and reports each parameter's mean and standard deviation.
+
+    With a large config (tens of thousands of numbers per parameter) the sample statistics of a
+    right initialisation round to the stated ones (3 decimals; the rounding boundary is more than
+    five standard errors away), so the check compares them exactly; a wrong scale, a wrong mean or
+    no initialisation at all (``torch.empty``) shows. The module is also built under a second
+    seed: a random initialisation changes with it, uninitialised memory does not.
+    """
+    return Case((dict(init), None, None, None), label=label, seed=seed)
+
+
+def _initialisation(cls: Any, init: dict) -> dict:
+    """Each parameter's rounded mean and standard deviation, and whether it changes with the seed."""
+    # Memory a tensor has just freed is often handed to the next tensor of the same size, so a
+    # parameter left uninitialised (torch.empty) could show the numbers of the module built
+    # before it. Fill that memory with NaN first, and build twice under two seeds.
+    sizes = [p.numel() for p in cls(**init).parameters()]
+    for n in sizes:
+        torch.full((n,), float("nan"))
+    seed = torch.initial_seed()
+    first = cls(**init)
+    torch.manual_seed(seed + 1)
+    second = cls(**init)
+    moved = {
+        n: not torch.equal(p.detach(), q.detach())
+        for (n, p), (_, q) in zip(first.named_parameters(), second.named_parameters())
+    }
+    return {"init": _init_statistics(first), "changes_with_seed": moved}
+
+
+def _init_statistics(module: torch.nn.Module) -> dict[str, list[float]]:
+    stats = {}
+    for n, p in module.named_parameters():
+        values = p.detach().double()
+        if not bool(torch.isfinite(values).all()):
+            stats[n] = [float("nan"), float("nan")]
+            continue
+        # + 0.0 turns a rounded -0.0 into 0.0
+        stats[n] = [round(values.mean().item(), 3) + 0.0, round(values.std().item(), 3) + 0.0]
+    return stats
+
+
+def _shapes(named: dict[str, Any]) -> str:
+    return ", ".join(f"{n} {tuple(t.shape)}" for n, t in named.items()) or "none"
+
+
+def check_parameters(module: torch.nn.Module, weights: dict[str, torch.Tensor], name: str) -> None:
+    """Raise :class:`ParameterMismatch` naming the first parameter that is missing, extra or misshaped."""
+    have = module.state_dict()
+    missing = [n for n in weights if n not in have]
+    extra = [n for n in have if n not in weights]
+    if missing:
+        raise ParameterMismatch(
+            f"{name} has no parameter {missing[0]!r} (shape {tuple(weights[missing[0]].shape)}); "
+            f"it has: {_shapes(have)}. Give the parameter the name the exercise uses."
+        )
+    if extra:
+        raise ParameterMismatch(
+            f"{name} has a parameter or buffer {extra[0]!r} that the exercise does not ask for; "
+            f"it should have exactly: {_shapes(weights)}."
+        )
+    for n, t in weights.items():
+        if tuple(have[n].shape) != tuple(t.shape):
+            raise ParameterMismatch(f"{name}.{n} has shape {tuple(have[n].shape)}, expected {tuple(t.shape)}.")
+
+
+def _first_tensor(value: Any) -> Optional[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            found = _first_tensor(v)
+            if found is not None:
+                return found
+    return None
+
+
+def module_driver(cls: Any) -> Callable:
+    """A function of one module case that builds, loads, runs and backprops ``cls`` (see module doc)."""
+    name = getattr(cls, "__name__", type(cls).__name__)
+
+    def drive(init: dict, weights: dict, inputs: tuple, cotangent: Optional[torch.Tensor]) -> dict:
+        if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
+            raise TypeError(f"{name} should be a class derived from torch.nn.Module")
+        if weights is None:  # an init_case
+            return _initialisation(cls, init)
+        module = cls(**init)
+        check_parameters(module, weights, name)
+        first = _first_tensor(inputs)
+        if first is not None:
+            # moved before loading, so that on the `meta` device nothing is copied out of meta
+            # tensors; a tensor kept as a plain attribute (not a parameter or buffer) stays behind
+            # on the CPU, as it would on a GPU, and the forward pass shows it
+            module.to(first.device)
+        module.load_state_dict(weights, strict=True)
+        output = module(*inputs)
+        if cotangent is not None and isinstance(output, torch.Tensor) and output.requires_grad:
+            output.backward(cotangent)
+        grads = {n: (p.grad.detach() if p.grad is not None else None) for n, p in module.named_parameters()}
+        out = output.detach() if isinstance(output, torch.Tensor) else output
+        return {"output": out, "grads": grads}
+
+    drive.__name__ = name
+    return drive
+
+
+@contextlib.contextmanager
+def references_bound(answer: Any, uses: dict[str, Any]) -> Iterator[None]:
+    """Bind ``uses`` (name -> reference) in the namespace where ``answer`` was defined, then restore.
+
+    A class keeps its methods' globals: copying it with other globals would break ``super()``,
+    so for a class the names are set in its module (a notebook's ``__main__``) for the duration
+    of the check and put back afterwards, whatever happens.
+    """
+    module = sys.modules.get(getattr(answer, "__module__", "") or "")
+    if not uses or not isinstance(answer, type) or module is None:
+        yield
+        return
+    namespace = vars(module)
+    saved = {k: namespace[k] for k in uses if k in namespace}
+    namespace.update(uses)
+    try:
+        yield
+    finally:
+        for k in uses:
+            if k in saved:
+                namespace[k] = saved[k]
+            else:
+                namespace.pop(k, None)

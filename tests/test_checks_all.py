@@ -1,0 +1,93 @@
+"""Every check of every chapter, both ways: the reference passes, wrong code fails with its hint.
+
+Parametrised over ``solutions.checks.SPECS``, so a new chapter is covered by adding its specs.
+Chapter-specific wrong answers live in test_checks_<topic>.py; the framework's own rules in
+test_checks_core.py.
+"""
+
+import pytest
+import torch
+
+from solutions import checks as check
+from solutions.checks import wire
+from solutions.checks.core import (
+    CheckFailure,
+    NotImplementedYet,
+    check_function,
+    expected_outcomes,
+    on_device,
+    prepare,
+    run,
+)
+
+SPECS = list(check.SPECS.values())
+MISTAKES = [(spec, m) for spec in SPECS for m in spec.mistakes]
+HIDDEN = 424242  # stands for the grader's secret seed
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_reference_passes_on_the_public_and_other_seeds(spec, capsys):
+    for seed in (0, 1, 2, HIDDEN):
+        check_function(spec, spec.reference, seed=seed, device="cpu")
+    assert "correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_untouched_stub_fails(spec):
+    if isinstance(spec.reference, type):  # a class whose methods are stubs
+        class Stub(spec.reference.__bases__[0]):
+            def __init__(self, *args, **kwargs):
+                super().__init__()
+                raise NotImplementedError()
+
+        Stub.__name__ = spec.name
+        stub = Stub
+    else:
+        def stub(*args, **kwargs):
+            raise NotImplementedError()
+
+    with pytest.raises(NotImplementedYet):
+        check_function(spec, stub, device="cpu")
+
+
+@pytest.mark.parametrize("spec,mistake", MISTAKES, ids=[f"{s.name}-{m.name}" for s, m in MISTAKES])
+def test_known_mistake_fails_with_its_own_hint(spec, mistake):
+    for seed in (0, 7, HIDDEN):  # the public seed and hidden ones
+        with pytest.raises(CheckFailure) as info:
+            check_function(spec, mistake.variant, seed=seed, device="cpu")
+        assert f"Hint: {mistake.hint}" in str(info.value)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_hidden_seeds_draw_other_inputs(spec):
+    assert repr([c.args for c in spec.make_cases(0)]) != repr([c.args for c in spec.make_cases(HIDDEN)])
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_results_stay_within_the_declared_output_budget(spec):
+    # every result must fit through the wire to the grader, with room to spare
+    for seed in (0, HIDDEN):
+        for outcome in run(prepare(spec, spec.reference), [on_device(c, "cpu") for c in spec.make_cases(seed)]):
+            budget = wire._Budget()
+            wire.encode(outcome.value, _budget=budget)
+            assert budget.items <= spec.max_output_items <= wire.MAX_ITEMS, spec.name
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.dims and len(set(s.dims)) == len(s.dims)], ids=lambda s: s.name)
+def test_every_dimension_gets_its_own_size(spec):
+    # a swapped axis must show as a wrong shape, so no two named dimensions share a size
+    for want in expected_outcomes(spec, spec.make_cases(0), "cpu"):
+        value = want.value["output"] if isinstance(want.value, dict) and "output" in want.value else want.value
+        if isinstance(value, torch.Tensor) and value.dim() == len(spec.dims) and value.numel():
+            assert len(set(value.shape)) == len(value.shape), (spec.name, tuple(value.shape))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+def test_same_verdicts_on_cuda():
+    for spec in SPECS:
+        for device in ("cpu", "cuda"):
+            check_function(spec, spec.reference, device=device)
+            for mistake in spec.mistakes:
+                with pytest.raises(CheckFailure) as info:
+                    check_function(spec, mistake.variant, device=device)
+                assert f"Hint: {mistake.hint}" in str(info.value), (spec.name, mistake.name, device)
