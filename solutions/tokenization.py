@@ -29,9 +29,10 @@ import heapq
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Union
 
 import regex  # the `re` module has no \p{L} (any letter) classes, which GPT-2's pattern needs
 
