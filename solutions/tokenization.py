@@ -10,7 +10,8 @@ uses:
 The first part holds the exercise functions, written as plainly as possible: learners write
 them again under the same names and compare. The second part packages the same rules into
 classes in the style of Karpathy's minbpe, fast enough to train on Tiny Shakespeare in a
-second or two and to rebuild GPT-2's tokenizer id for id.
+second or two and to rebuild GPT-2's tokenizer id for id; they also load tokenizers shipped in
+GPT-2's file format, train with special tokens, and encode a file of any size lazily.
 
 The rules, used everywhere in this file:
 

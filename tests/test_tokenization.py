@@ -703,6 +703,18 @@ def test_encode_iterable_gpt4_pattern(gpt4_style, case):
     assert list(gpt4_style.encode_iterable(pieces, allowed_special="all")) == expected
 
 
+@settings(max_examples=150, deadline=None)
+@given(split_text(STREAM_ATOMS + ["hello", ", ", "it's"]))
+def test_encode_iterable_pattern_that_skips_characters(case):
+    # a pattern that matches only words and punctuation drops the whitespace in both methods
+    text, pieces = case
+    tokenizer = BPETokenizer(pattern=r"\w+|[^\w\s]", special_tokens={ENDOFTEXT: 1000})
+    tokenizer.train("hello world, it's hello", 280)
+    tokenizer.stream_batch_chars = 1
+    expected = tokenizer.encode(text, allowed_special="all")
+    assert list(tokenizer.encode_iterable(pieces, allowed_special="all")) == expected
+
+
 def test_encode_iterable_without_pattern_and_surrogates(streaming):
     plain = BPETokenizer(pattern=None, special_tokens={ENDOFTEXT: 300})
     plain.train("aaabdaaabac" * 3, 270)
