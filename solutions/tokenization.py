@@ -25,6 +25,7 @@ The rules, used everywhere in this file:
 
 from __future__ import annotations
 
+import copy
 import functools
 import heapq
 import json
@@ -375,12 +376,15 @@ class Tokenizer:
         id given to two tokens, a line that is not two tokens, a character outside GPT-2's
         byte alphabet, and everything ``from_vocab_and_merges`` refuses.
         """
-        byte_of_char = {ch: b for b, ch in _gpt2_bytes_to_unicode().items()}
+        # str.translate + latin-1 turns GPT-2's characters back into bytes in C; a character
+        # outside the alphabet becomes U+FFFF, which latin-1 cannot encode
+        table = {ord(ch): b for b, ch in _gpt2_bytes_to_unicode().items()}
+        table.update({c: 0xFFFF for c in range(256) if c not in table})
 
         def to_bytes(token: str) -> bytes | None:
             try:
-                return bytes(byte_of_char[ch] for ch in token)
-            except KeyError:
+                return token.translate(table).encode("latin-1")
+            except UnicodeEncodeError:
                 return None
 
         token_ids = _read_vocab_json(vocab_file)
@@ -625,7 +629,7 @@ class Tokenizer:
     def _encode_settled(
         self, text: str, specials: "regex.Pattern | None", hold: int
     ) -> tuple[list[int], int]:
-        """Encode the start of ``text`` whose ids cannot change, whatever text follows.
+        r"""Encode the start of ``text`` whose ids cannot change, whatever text follows.
 
         Returns (ids, c): ``ids`` are the first ids of ``encode(text + more)`` for any ``more``,
         and they encode ``text[:c]``; c is 0 when nothing is settled yet. Encoding ``text[c:]``
@@ -732,6 +736,19 @@ class Tokenizer:
             raise ValueError(f"{name!r} does not hold a valid tokenizer: {err}") from None
         return tokenizer
 
+    def __copy__(self) -> "Tokenizer":
+        """``copy.copy(tokenizer)``: an independent tokenizer with the same vocabulary.
+
+        Its dicts are copied (their keys and values are immutable, so that suffices) and its
+        chunk cache starts empty; much faster than building the tokenizer again.
+        """
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        for name in ("merges", "vocab", "_merge_vocab", "special_tokens"):
+            setattr(other, name, dict(getattr(self, name)))
+        other._cache = {}
+        return other
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
@@ -826,9 +843,9 @@ class BPETokenizer(Tokenizer):
                 )
             boundaries = set(special_tokens)
 
-        # documents between special tokens, then chunks inside each document
-        documents = _specials_regex(boundaries).split(text) if boundaries else [text]
-        documents = documents[::2] if boundaries else documents  # odd items: the tokens cut at
+        # the documents between special tokens (split() puts the tokens themselves at the odd
+        # positions), then the chunks of each document
+        documents = _specials_regex(boundaries).split(text)[::2] if boundaries else [text]
         chunk_freq: Counter[str] = Counter()
         for document in documents:
             if self._compiled is not None:
@@ -930,7 +947,7 @@ def _merge_and_count(
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # True is an int in Python
+    return type(value) is int  # not isinstance: True and False are ints too in Python
 
 
 def _compile_pattern(pattern: str | None) -> "regex.Pattern | None":
@@ -1202,22 +1219,27 @@ def _gpt2_bytes_to_unicode() -> dict[int, str]:
     return mapping
 
 
+@functools.lru_cache(maxsize=1)
+def _gpt2_from_files() -> BPETokenizer:
+    return BPETokenizer.from_gpt2_files(
+        _data_file("gpt2", "encoder.json"), _data_file("gpt2", "vocab.bpe")
+    )
+
+
 def gpt2_tokenizer() -> BPETokenizer:
     """GPT-2's tokenizer rebuilt from its published files; ids equal tiktoken's "gpt2".
 
     Built by ``BPETokenizer.from_gpt2_files`` from encoder.json (GPT-2's vocab.json) and
     vocab.bpe (its merges.txt), like any tokenizer shipped in that format: 50,000 merges, and
-    <|endoftext|> = 50256 as the one entry that is neither a byte nor a merge. Each call
-    returns a new tokenizer.
+    <|endoftext|> = 50256 as the one entry that is neither a byte nor a merge. The files are
+    read once; each call returns a new, independent copy.
 
     One caveat: the pattern runs on the `regex` module here and on a Rust engine in tiktoken.
     Each carries its own copy of Unicode's tables, so a character added in a recent Unicode
     version (17.0, with regex 2025+ and tiktoken 0.14) may be a letter to one engine and
     unassigned to the other, and be cut differently. Older characters agree.
     """
-    return BPETokenizer.from_gpt2_files(
-        _data_file("gpt2", "encoder.json"), _data_file("gpt2", "vocab.bpe")
-    )
+    return copy.copy(_gpt2_from_files())
 
 
 # sha256 of the vendored gpt2.tiktoken; it equals OpenAI's r50k_base.tiktoken (the same BPE)

@@ -531,6 +531,10 @@ def test_gpt2_tokenizer_returns_independent_copies(gpt2):
     assert other is not gpt2
     other.register_special_tokens({"<|pad|>": 50257})
     assert "<|pad|>" not in gpt2.special_tokens
+    # a copy shares no mutable state, and starts with an empty chunk cache
+    assert other.merges == gpt2.merges and other.merges is not gpt2.merges
+    assert other._cache is not gpt2._cache and other.vocab is not gpt2.vocab
+    assert T.gpt2_tokenizer()._cache == {}
 
 
 # --- character tokenizer and data ----------------------------------------------------------------
