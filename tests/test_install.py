@@ -6,7 +6,6 @@ the checks work without the repository.
 
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -26,8 +25,49 @@ assert ids == [15496, 995, 220, 50256], ids
 assert t.tiktoken_gpt2().encode("Hello world") == [15496, 995]
 assert len(t.load_tiny_shakespeare()) == 1115394
 check.merge(t.merge)
+import torch
+from solutions import embeddings as e
+check.Embed(e.Embed)  # a module check: tensors through the wire (numpy) and the module driver
+check.apply_rope(e.apply_rope)
 print("installed package works from", here.parent)
 """
+
+
+def _declared_closure() -> list:
+    """The installed distributions the package declares, and their own requirements, transitively."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = default_environment() | {"extra": ""}
+    todo, seen, found = [Requirement(r) for r in declared], set(), []
+    while todo:
+        req = todo.pop()
+        name = req.name.lower().replace("_", "-")
+        if name in seen or (req.marker is not None and not req.marker.evaluate(env)):
+            continue
+        seen.add(name)
+        dist = metadata.distribution(req.name)
+        found.append(dist)
+        todo += [Requirement(r) for r in dist.requires or []]
+    return found
+
+
+def _top_level_paths(dist) -> set:
+    """The folders and modules a distribution installed at the top of site-packages."""
+    base = Path(dist.locate_file(""))
+    tops = set()
+    for file in dist.files or []:
+        first = Path(file).parts[0]
+        if first.endswith(".dist-info") or first in ("..", "__pycache__") or first.endswith(".pth"):
+            if first.endswith(".dist-info"):
+                tops.add(base / first)
+            continue
+        tops.add(base / first)
+    return {t for t in tops if t.exists()}
 
 
 def test_wheel_installs_and_works_outside_the_clone(tmp_path):
@@ -43,12 +83,19 @@ def test_wheel_installs_and_works_outside_the_clone(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=120)
     python = env / "bin" / "python"
     # --no-deps: the environment borrows torch & co. from this one (as Colab has its own torch),
-    # through a .pth file that adds this environment's site-packages *after* the new one's.
+    # but only the distributions the package declares and what they need in turn: an import of
+    # something undeclared (numpy, say) fails here as it would in a bare environment.
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()
-    Path(site, "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    borrowed = tmp_path / "borrowed"
+    borrowed.mkdir()
+    for dist in _declared_closure():
+        for top in _top_level_paths(dist):
+            if not (borrowed / top.name).exists():
+                (borrowed / top.name).symlink_to(top)
+    Path(site, "borrowed.pth").write_text(str(borrowed) + "\n")
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
         capture_output=True, text=True, timeout=300,

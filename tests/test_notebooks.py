@@ -121,6 +121,20 @@ def test_setup_cell_names_the_package_it_imported_and_warns_on_another_version(t
     assert "WARNING: this notebook is from version 0.0.1" in result.stdout
 
 
+def test_one_list_of_chapters():
+    # solutions.CHAPTERS is the registry; the book's table of contents follows it, page then notebook
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    listed = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    assert listed == [f"chapters/{c}/index" for c in CHAPTERS]
+    for part in toc["parts"]:
+        for c in part["chapters"]:
+            chapter = c["file"].split("/")[1]
+            assert [s["file"] for s in c["sections"]] == [f"chapters/{chapter}/{chapter}"]
+    from solutions import checks
+
+    assert sorted({s.chapter for s in checks.SPECS.values()}) == sorted(CHAPTERS)
+
+
 def test_one_set_up_story():
     # README, the landing page and the setup cell's messages give the same local command
     for page in ("README.md", "intro.md"):
