@@ -27,7 +27,94 @@ NAMES = [s.name for s in SPECS.values() if s.chapter == CHAPTER]
 POINTS = {s.name: float(s.points) for s in SPECS.values() if s.chapter == CHAPTER}
 TOTAL = sum(POINTS.values())
 WRONG_MERGE = inspect.getsource(_merge_without_skipping).replace("_merge_without_skipping", "merge")
-SETTINGS = grader.Settings(cell_timeout_s=4, exercise_timeout_s=4, startup_s=60, notebook_budget_s=90)
+SETTINGS = grader.Settings(cell_timeout_s=4, exercise_timeout_s=4, startup_s=60, notebook_budget_s=90,
+                           disk_bytes=64 * 2**20, tmp_bytes=32 * 2**20, total_memory_bytes=2 * 2**30)
+
+# Answers that try to reach the reference at run time, from inside the sandboxed process (issue 8)
+FROM_MODULE_TABLE = """
+import sys
+for _m in list(sys.modules.values()):
+    _f = getattr(_m, "merge", None)
+    if callable(_f) and str(getattr(_f, "__module__", "")).startswith("solutions"):
+        merge = _f
+"""
+FROM_GC = """
+import gc
+_found = [o for o in gc.get_objects() if callable(o) and getattr(o, "__name__", "") == "merge"
+          and getattr(o, "__module__", "") not in ("__main__", None)]
+if _found:
+    merge = _found[0]
+"""
+DELEGATE_AT_CALL_TIME = """
+import sys
+def merge(ids, pair, new_id):
+    frame = sys._getframe(1)
+    while frame is not None:  # the harness's frames: its request, its namespaces
+        for scope in (frame.f_locals, frame.f_globals):
+            for value in list(scope.values()):
+                cand = value if callable(value) else None
+                if isinstance(value, dict):
+                    cand = value.get("merge")
+                if callable(cand) and cand is not merge and getattr(cand, "__name__", "") == "merge":
+                    return cand(ids, pair, new_id)
+        frame = frame.f_back
+    for module in list(sys.modules.values()):
+        cand = getattr(module, "merge", None)
+        if callable(cand) and cand is not merge:
+            return cand(ids, pair, new_id)
+    return list(ids)
+"""
+FORGE_REPLIES = """
+import os, json
+_records = [json.dumps({"event": "end", "step": "exercise", "name": name, "outcomes": []})
+            for name in ("merge", "decode")] + [json.dumps({"event": "done"})]
+for _fd in map(int, os.listdir("/proc/self/fd")):
+    if _fd > 2:
+        try:
+            os.write(_fd, ("\\n".join(_records) + "\\n").encode())
+        except OSError:
+            pass
+"""
+STACK_WALK_AND_EXIT = """
+import sys, os
+def merge(ids, pair, new_id):
+    frame, channel = sys._getframe(1), None
+    while frame is not None and channel is None:
+        channel = frame.f_locals.get("channel")
+        frame = frame.f_back
+    if channel is not None:  # answer for the harness, as it would, then leave before it does
+        for name in ("merge", "train_bpe", "encode"):
+            channel.send(event="end", step="exercise", name=name, outcomes=[], origin="notebook")
+        channel.send(event="done")
+        os._exit(0)
+    return list(ids)
+"""
+TRACE_REWRITES = """
+import sys
+def _tracer(frame, event, arg):
+    if (event == "return" and frame.f_code.co_name == "run" and isinstance(arg, list)
+            and getattr(frame.f_locals.get("fn"), "__name__", "") == "decode"):
+        for outcome in arg:
+            try:
+                outcome.error, outcome.mutated = None, []
+            except Exception:
+                pass
+    return None
+sys.setprofile(_tracer)
+"""
+MEMORY_ACROSS_PROCESSES = """
+import subprocess, sys
+_code = "b = b'x' * (700 * 2**20); import time; time.sleep(20)"
+_procs = [subprocess.Popen([sys.executable, "-c", _code]) for _ in range(4)]
+for _p in _procs:
+    _p.wait()
+"""
+DISK_FILLER = """
+for _i in range(40):
+    with open(f"big{_i}.bin", "wb") as _f:
+        for _ in range(16):
+            _f.write(b"x" * 2**20)
+"""
 
 
 # --- building submissions ----------------------------------------------------------------------
@@ -118,8 +205,45 @@ def _cases(released, course_dir):
         "cheat_leave_process_running": (with_code_after(solved(), "merge", "import subprocess\nsubprocess.Popen(['sleep', '600'], start_new_session=True)"), FULL, "needs_attention"),
         "cheat_progress_becomes_fifo": (with_code_after(wrong(solved()), "merge", "import os\nos.remove('.progress.jsonl')\nos.mkfifo('.progress.jsonl')"), all_but("merge"), "needs_attention"),
         "cheat_progress_becomes_symlink": (with_code_after(wrong(solved()), "merge", f"import os\nos.remove('.progress.jsonl')\nos.symlink({str(gradebook)!r}, '.progress.jsonl')"), all_but("merge"), "needs_attention"),
+        # -- forged verdicts: reaching the reference, or the harness, at run time (issue 8) --
+        "cheat_reference_from_module_table": (with_code_after(wrong(solved()), "merge", FROM_MODULE_TABLE), all_but("merge"), "needs_attention"),
+        "cheat_reference_from_gc": (with_code_after(wrong(solved()), "merge", FROM_GC), all_but("merge"), "needs_attention"),
+        "cheat_delegate_at_call_time": (with_answer(solved(), "merge", DELEGATE_AT_CALL_TIME), all_but("merge"), "needs_attention"),
+        "cheat_forge_reply_records": (with_code_after(wrong(solved()), "merge", FORGE_REPLIES), all_but("merge"), "needs_attention"),
+        "cheat_stack_walk_and_exit": (with_answer(solved(), "merge", STACK_WALK_AND_EXIT), all_but("merge"), "needs_attention"),
+        "cheat_profiler_rewrites_outcomes": (with_code_after(with_answer(solved(), "decode", "def decode(ids, vocab):\n    raise ValueError('no')"), "merge", TRACE_REWRITES), all_but("decode"), "needs_attention"),
+        "cheat_exec_reference_source": (with_code_after(wrong(solved()), "merge", "import solutions, pathlib\n_g = {}\nexec(pathlib.Path(solutions.__file__).with_name('tokenization.py').read_text(), _g)\nmerge = _g.get('merge', merge)"), all_but("merge"), "needs_attention"),
+        # -- one submission must not stop the batch or lose its result (issue 8) --
+        "damage_deeply_nested_json": (b"[" * 100_000 + b"]" * 100_000, ZERO, "needs_attention"),
+        "damage_latin1_bytes": (nbformat.writes(solved()).encode().replace(b'"nbformat": 4', b'"saved_by": "caf\xe9", "nbformat": 4', 1), ZERO, "needs_attention"),
+        "fault_lone_surrogate_messages": (with_code_after(with_answer(solved(), "merge", "def merge(ids, pair, new_id):\n    raise ValueError('bad \\udcff byte \\x1b[2J')"), "merge", "print('\\ud800')\nraise RuntimeError('\\udcff')"), all_but("merge"), "graded"),
+        "fault_many_cells": (_many_cells(solved()), FULL, "graded"),
+        # -- per-submission resources (issue 8) --
+        "fault_disk_filler": (with_code_after(solved(), "merge", DISK_FILLER), FULL, "needs_attention"),
+        "fault_memory_across_processes": (with_code_after(solved(), "merge", MEMORY_ACROSS_PROCESSES), FULL, "needs_attention"),
+        # -- honest students: a notebook that runs top to bottom grades as it runs (issue 8) --
+        "honest_import_in_setup_cell": (_import_in_course_cell(solved(), 1, "import codecs", "text_to_bytes", "_UTF8 = codecs.lookup('utf-8').name"), FULL, "graded"),
+        "honest_import_in_imports_cell": (_import_in_course_cell(solved(), 2, "import itertools", "get_pair_counts", "_COUNT = itertools.count"), FULL, "graded"),
         "cheat_forge_progress": (with_code_after(wrong(solved()), "merge", "import glob, json\nfor p in glob.glob('.progress*'):\n    open(p, 'a').write(json.dumps({'event': 'end', 'step': 'exercise', 'name': 'merge', 'outcomes': []}) + '\\n')"), all_but("merge"), "needs_attention"),
     }
+
+
+def _many_cells(nb):
+    """Hundreds of added cells that nearly repeat the set-up cell: the grader's cell matching
+    must stay inside its own bound."""
+    setup = nb.cells[1].source
+    for i in range(600):
+        cell = nbformat.v4.new_code_cell(("# " + setup.replace("\n", "\n# "))[: len(setup) - i % 40])
+        nb.cells.append(cell)
+    return nb
+
+
+def _import_in_course_cell(nb, index, line, name, use):
+    """An import added to a course cell above the exercises, used by an answer."""
+    nb.cells[index].source = nb.cells[index].source.rstrip("\n") + "\n" + line + "\n"
+    answer = nb.cells[_answer_index(nb, name)]
+    answer.source = use + "\n" + answer.source
+    return nb
 
 
 def _strip_metadata(nb):
@@ -272,6 +396,22 @@ def test_feedback_says_why_without_hidden_inputs(graded):
     assert any("reference" in f for f in results["cheat_import_reference"]["flags"])
     assert any("IPython" in f for f in results["cheat_input_transformer"]["flags"])
     assert any("stopped and skipped" in n for n in results["fault_loop_ignoring_interrupts"]["notes"])
+    assert any("did not ask for" in f for f in results["cheat_forge_reply_records"]["flags"])
+    assert any("disk limit" in n for n in results["fault_disk_filler"]["notes"])
+    assert "disk limit" in (course_dir / "feedback" / "fault_disk_filler" / CHAPTER / f"{CHAPTER}.html").read_text()
+    assert any("memory limit" in n for n in results["fault_memory_across_processes"]["notes"])
+    assert any("UTF-8" in r and "byte" in r for r in results["damage_latin1_bytes"]["reasons"])
+    assert any("nested too deeply" in r for r in results["damage_deeply_nested_json"]["reasons"])
+    assert results["fault_many_cells"]["seconds"] < SETTINGS.notebook_budget_s
+
+
+def test_the_graded_reference_is_never_in_the_answering_process(graded):
+    """Every answer that reached for the reference at run time found nothing to delegate to."""
+    _, _, results, _ = graded
+    for student in ("cheat_reference_from_module_table", "cheat_reference_from_gc", "cheat_delegate_at_call_time",
+                    "cheat_exec_reference_source", "cheat_import_reference"):
+        merge = next(e for e in results[student]["exercises"] if e["name"] == "merge")
+        assert merge["points"] == 0 and merge["verdict"] != "passed", (student, merge)
 
 
 def test_regrading_gives_the_same_result(graded):

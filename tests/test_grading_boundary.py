@@ -186,3 +186,13 @@ def test_results_with_lone_surrogates_and_escapes_are_written_everywhere(tmp_pat
     batch.record(tmp_path, CHAPTER, submission, result, released)  # no gradebook schema: a warning only
     assert json.loads((tmp_path / "graded" / CHAPTER / "eve.json").read_text())["notes"]
     assert (tmp_path / "feedback" / "eve" / CHAPTER / f"{CHAPTER}.html").read_text(encoding="utf-8")
+
+
+def test_scanning_absurd_code_is_a_finding_not_a_crash():
+    from solutions.grading.suspicious import scan
+
+    for source in ("x" + ".a" * 200_000, "-" * 200_000 + "1"):
+        start = time.monotonic()
+        findings = scan(source, 0, reference_modules=set())
+        assert [f.reason for f in findings] == ["code too deeply nested or too large to analyse"]
+        assert time.monotonic() - start < 10

@@ -364,3 +364,88 @@ def test_weak_fallback_says_so(place, monkeypatch):
 def test_unknown_or_unavailable_method_is_refused(place):
     with pytest.raises(sb.SandboxError):
         run_sandboxed(["/bin/true"], place / "scratch", method="chroot")
+
+
+# --- per-run bounds on the whole submission, and the grader's pipes (issue 8) ------------------
+
+
+def test_disk_limit_bounds_the_scratch_dir(method, place):
+    promised(method, "disk")
+    result = run_py(method, place, """
+        import errno, os
+        written = 0
+        try:
+            for i in range(100):
+                with open(os.path.join(os.environ["HOME"], f"f{i}"), "wb") as f:
+                    f.write(b"x" * 2**20)
+                written += 1
+        except OSError as e:
+            print("stopped", written, e.errno == errno.ENOSPC)
+        """, Limits(wall_s=20, disk_bytes=16 * 2**20))
+    assert result.stdout.split()[0] == b"stopped", result.stderr
+    assert int(result.stdout.split()[1]) <= 16 and result.stdout.split()[2] == b"True"
+    assert not list((place / "scratch").iterdir()), "the bounded scratch is private to the run"
+
+
+MEMORY_TREE = """
+import subprocess, sys
+code = "b = b'x' * (300 * 2**20); import time; time.sleep(30)"
+procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]
+for p in procs:
+    p.wait()
+"""
+
+
+@pytest.mark.parametrize("cgroup", [True, False], ids=["cgroup-if-any", "polled"])
+def test_total_memory_of_the_tree_is_bounded(place, monkeypatch, cgroup):
+    """Four processes of 300 MiB each, each well under the per-process limit, together over
+    the total: the run is stopped, and the result says so and how it was bounded."""
+    if not cgroup:
+        monkeypatch.setenv("GRADER_NO_CGROUP", "1")
+    method = METHODS[0]
+    python, readable = python_for(method)
+    result = run_sandboxed([python, "-c", MEMORY_TREE], place / "scratch",
+                           Limits(wall_s=40, memory_bytes=2 * 2**30, total_memory_bytes=700 * 2**20),
+                           readable=readable, method=method)
+    assert result.memory_exceeded, (result.notes, result.stderr[-500:])
+    assert result.wall_s < 30
+    assert result.memory_bound in (("cgroup v1", "cgroup v2", "polled") if cgroup else ("polled",))
+    assert any("memory" in n for n in result.notes)
+
+
+def test_under_the_total_memory_nothing_is_stopped(place):
+    method = METHODS[0]
+    python, readable = python_for(method)
+    result = run_sandboxed([python, "-c", "b = b'x' * (100 * 2**20); print('ok')"], place / "scratch",
+                           Limits(wall_s=30, total_memory_bytes=1 << 30), readable=readable, method=method)
+    assert result.returncode == 0 and result.stdout == b"ok\n" and not result.memory_exceeded
+
+
+def test_pipes_passed_in_stay_open_inside(method, place):
+    read_end, write_end = os.pipe()
+    try:
+        result = run_py(method, place, f"import os; os.write({write_end}, b'through the pipe')",
+                        pass_fds=(write_end,))
+        assert result.returncode == 0, result.stderr
+        os.set_blocking(read_end, False)
+        assert os.read(read_end, 100) == b"through the pipe"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_mounts_cover_a_path_read_only(place):
+    if not any(m.startswith("bwrap") for m in METHODS):
+        pytest.skip("mounts need bwrap")
+    method = next(m for m in METHODS if m.startswith("bwrap"))
+    real = place / "outside" / "pkg"
+    real.mkdir()
+    (real / "secret.py").write_text("REFERENCE = 1\n")
+    cover = place / "outside" / "cover"
+    cover.mkdir()
+    (cover / "public.py").write_text("PUBLIC = 1\n")
+    for p in (real / "secret.py", cover / "public.py"):
+        p.chmod(0o644)
+    result = run_sandboxed(["/bin/ls", str(real)], place / "scratch", Limits(wall_s=20), method=method,
+                           readable=[real], mounts=[(cover, real)])
+    assert result.stdout.split() == [b"public.py"], result.stderr

@@ -32,6 +32,7 @@ import hmac
 import importlib.util
 import json
 import os
+import secrets
 import select
 import sys
 import tempfile
@@ -45,6 +46,7 @@ import nbformat
 
 import solutions
 from solutions.checks import SPECS
+from solutions.checks import core as checks_core
 from solutions.checks import wire
 from solutions.checks.core import Case, CheckFailure, compare, exact_math, run
 from solutions.grading import sandbox, withhold
@@ -246,9 +248,14 @@ def _resembles(source: str, course_sources: set[str], budget: _Budget, threshold
     text = source.strip()
     if not text or len(text) > budget.max_cell_bytes:
         return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     for course in course_sources:
         if not budget.spend():
             return None
+        if len(lines) >= 5:  # most of its lines are the course cell's (an older release of it)
+            course_lines = {line.strip() for line in course.splitlines()}
+            if sum(line in course_lines for line in lines) >= 0.6 * len(lines):
+                return course
         shorter, longer = sorted((len(text), len(course)))
         if longer == 0 or 2 * shorter / (shorter + longer) < threshold:
             continue  # the ratio can never reach the threshold
@@ -269,7 +276,31 @@ def hidden_seed(secret: bytes, assignment: str, student: str, exercise: str) -> 
 
 
 def encode_cases(cases: list[Case]) -> list[dict]:
-    return [{"args": wire.encode(list(c.args)), "kwargs": wire.encode(dict(c.kwargs))} for c in cases]
+    """What the sandbox needs of each case (never its label, which may describe it)."""
+    return [
+        {"args": wire.encode(list(c.args)), "kwargs": wire.encode(dict(c.kwargs)),
+         "seed": getattr(c, "seed", None), "device": getattr(c, "device", None)}
+        for c in cases
+    ]
+
+
+def expected_outcomes(spec, cases: list[Case]) -> list:
+    """The reference's outcomes, computed here on the CPU, as the notebooks' checks compute them."""
+    with exact_math():
+        helper = getattr(checks_core, "expected_outcomes", None)
+        if helper is not None:
+            return helper(spec, cases, "cpu")
+        prepare = getattr(checks_core, "prepare", None)
+        fn = prepare(spec, spec.reference) if prepare is not None else spec.reference
+        return wire.round_trip(run(fn, cases))
+
+
+def driver_path(spec) -> str | None:
+    """Where the sandbox finds the spec's driver: a reference-free module of the checks."""
+    driver = getattr(spec, "driver", None)
+    if driver is None:
+        return None
+    return f"{driver.__module__}:{driver.__qualname__}"
 
 
 @dataclass
@@ -340,6 +371,7 @@ class _Driver(threading.Thread):
         self.started = self.since = time.monotonic()
         self.outbox = b""
         self.inbox = b""
+        self.nonce: str | None = None
         self.stopping = threading.Event()
 
     def child_fds(self) -> tuple[int, int]:
@@ -412,6 +444,8 @@ class _Driver(threading.Thread):
             return self._violate("a record before the harness was ready")
         if self.done:
             return self._violate("a record after the harness finished")
+        if record.get("nonce") != self.nonce:
+            return self._violate("a record the grader did not ask for")
         if self.position >= len(self.steps):
             if event == "done":
                 self.done = True
@@ -428,7 +462,8 @@ class _Driver(threading.Thread):
         self.position += 1
         self.since = time.monotonic()
         message = self.steps[self.position] if self.position < len(self.steps) else {"op": "finish"}
-        self.outbox += json.dumps(message, ensure_ascii=True).encode("ascii") + b"\n"
+        self.nonce = secrets.token_hex(16)  # the reply must repeat it: nothing written earlier can
+        self.outbox += json.dumps({**message, "nonce": self.nonce}, ensure_ascii=True).encode("ascii") + b"\n"
         self._write()
 
     def _write(self) -> None:
@@ -490,6 +525,7 @@ def execute(cells: list[dict], plans: list[_Plan], settings: Settings, deadline:
     done_cells: dict[int, dict] = {}
     done_exercises: dict[str, dict] = {}
     skipped: set[int] = set()
+    disturbed: set[str] = set()  # steps during which the protocol was disturbed once already
     attempts = failed = 0
     method, failures, violations, memory = None, [], [], False
     while failed < settings.max_attempts and attempts < settings.max_attempts + len(plans):
@@ -554,7 +590,12 @@ def execute(cells: list[dict], plans: list[_Plan], settings: Settings, deadline:
         step = driver.open_step()
         if driver.violation:
             where = _step_name(step)
-            violations.append(f"while running {where}, the sandbox sent {driver.violation}; that step was stopped")
+            violations.append(f"while running {where}, the sandbox sent {driver.violation}")
+            if step is not None and where not in disturbed:
+                # the record may have been written by an earlier step: run this one again, in a
+                # fresh sandbox, before it takes the blame
+                disturbed.add(where)
+                continue
         if step is None:
             if driver.ready and driver.position >= len(steps):
                 continue  # everything was answered; only the goodbye went wrong
@@ -679,10 +720,10 @@ def grade(submission: Submission, released: Released, secret: bytes, settings: S
     for exercise in released.exercises:
         spec = SPECS[exercise.name]
         cases = spec.make_cases(hidden_seed(secret, submission.assignment, submission.student, exercise.name))
-        with exact_math():
-            expected = wire.round_trip(run(spec.reference, cases))
+        expected = expected_outcomes(spec, cases)
         uses, exposes = withhold.uses_payload(spec)
-        request = {"op": "exercise", "name": exercise.name, "cases": encode_cases(cases), "uses": uses}
+        request = {"op": "exercise", "name": exercise.name, "cases": encode_cases(cases), "uses": uses,
+                   "driver": driver_path(spec)}
         own = withhold._top_name(spec.reference)
         plans.append(_Plan(exercise, spec, cases, expected, request, own, exposes))
 

@@ -5,9 +5,13 @@ it reads one request at a time from REQUEST_FD and answers each with one JSON li
 REPLY_FD. Requests (JSON lines)::
 
     {"op": "cell", "index": 3, "source": "def merge(...): ...", "timeout": 30}
-    {"op": "exercise", "name": "merge", "cases": [<wire-encoded (args, kwargs)>, ...],
-     "uses": [{"module": "solutions.x", "source": "...", "bind": {"name": "qualname"}}], "timeout": 20}
+    {"op": "exercise", "name": "merge", "cases": [{"args": <wire>, "kwargs": <wire>, "seed": ..., "device": ...}],
+     "uses": [{"module": "solutions.x", "source": "...", "bind": {"name": "qualname"}}],
+     "driver": "solutions.checks.modules:module_driver" or null, "timeout": 20}
     {"op": "finish"}
+
+Each request carries a fresh nonce that its reply repeats: a reply is accepted only for the
+request in hand, so nothing written in advance can answer a later one.
 
 It computes no verdict and holds no secret beyond the request in hand: the hidden inputs of an
 exercise arrive only when that exercise is run, the graded exercise's reference is not in this
@@ -30,10 +34,18 @@ import sys
 import types
 
 # Everything the harness needs is bound now, before any student code runs.
+import contextlib
+import dataclasses
+import importlib
+
+from solutions.checks import core as _core
 from solutions.checks import wire as _wire
 from solutions.checks.core import Case as _Case
 from solutions.checks.core import run as _run
 from solutions.checks.core import with_references as _with_references
+
+_on_device = getattr(_core, "on_device", None)  # cases that name their own device (e.g. "meta")
+_CASE_FIELDS = {f.name for f in dataclasses.fields(_Case)}
 
 _dumps, _loads, _decode = json.dumps, json.loads, _wire.decode
 _outcome_to_wire = _wire.outcome_to_wire
@@ -139,21 +151,64 @@ def _references(uses: list[dict]) -> dict:
     return bound
 
 
+def _case(data: dict):
+    extra = {k: data[k] for k in ("seed", "device") if k in _CASE_FIELDS and data.get(k) is not None}
+    case = _Case(tuple(_decode(data["args"])), dict(_decode(data["kwargs"])), **extra)
+    return _on_device(case, "cpu") if _on_device is not None else case
+
+
+def _driver(path: str | None):
+    """The spec's driver (e.g. the one that builds, loads and runs an nn.Module class)."""
+    if not path:
+        return None
+    module, _, qualname = path.partition(":")
+    obj = importlib.import_module(module)
+    for attr in qualname.split("."):
+        obj = getattr(obj, attr)
+    return obj
+
+
+@contextlib.contextmanager
+def _bound_in_module(answer, uses: dict):
+    """For a class: the references it may use, set in the namespace it was defined in (a class
+    keeps its methods' globals), and put back afterwards."""
+    module = sys.modules.get(getattr(answer, "__module__", "") or "")
+    if not uses or not isinstance(answer, type) or module is None:
+        yield
+        return
+    namespace = vars(module)
+    saved = {k: namespace[k] for k in uses if k in namespace}
+    namespace.update(uses)
+    try:
+        yield
+    finally:
+        for k in uses:
+            if k in saved:
+                namespace[k] = saved[k]
+            else:
+                namespace.pop(k, None)
+
+
 def run_exercise(shell, request: dict) -> dict:
     name = request["name"]
-    fn = shell.user_ns.get(name)
-    if fn is None:
+    answer = shell.user_ns.get(name)
+    if answer is None:
         return {"missing": True}
-    where = getattr(fn, "__module__", None) or ""
+    where = getattr(answer, "__module__", None) or ""
     origin = "notebook" if where in ("__main__", "builtins", "") else str(where)
-    cases = [_Case(tuple(_decode(c["args"])), dict(_decode(c["kwargs"]))) for c in request["cases"]]
-    isolated = _with_references(fn, _references(request.get("uses", [])))
+    cases = [_case(c) for c in request["cases"]]
+    uses = _references(request.get("uses", []))
+    fn = answer if isinstance(answer, type) else _with_references(answer, uses)
+    driver = _driver(request.get("driver"))
+    if driver is not None:
+        fn = driver(fn)
     out = _Capped(MAX_CAPTURE)
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = out
     signal.setitimer(signal.ITIMER_REAL, request["timeout"])
     try:
-        outcomes = _run(isolated, cases)
+        with _bound_in_module(answer, uses):
+            outcomes = _run(fn, cases)
         timed_out = False
     except StepTimeout:
         outcomes, timed_out = [], True
@@ -176,14 +231,15 @@ def main(request_fd: int, reply_fd: int) -> int:
         op = request.get("op")
         if op == "cell":
             ok, error, output = run_cell(shell, request["source"], request["timeout"])
-            channel.send(event="end", step="cell", index=request["index"], ok=ok, error=error, output=output)
+            channel.send(event="end", step="cell", index=request["index"], nonce=request.get("nonce"),
+                         ok=ok, error=error, output=output)
         elif op == "exercise":
             try:
                 result = run_exercise(shell, request)
             except BaseException as exc:  # the harness itself must always answer
                 result = {"harness_error": f"{type(exc).__name__}: {exc}"[:2000]}
-            channel.send(event="end", step="exercise", name=request["name"], **result)
+            channel.send(event="end", step="exercise", name=request["name"], nonce=request.get("nonce"), **result)
         else:
-            channel.send(event="done")
+            channel.send(event="done", nonce=request.get("nonce"))
             sys.stdout.flush()
             os._exit(0)  # skip interpreter teardown: student atexit hooks and threads get no say

@@ -75,6 +75,8 @@ def scan(source: str, cell: int, *, reference_modules: set[str]) -> list[Finding
         tree = ast.parse(source)
     except SyntaxError:
         return []  # it fails when run; nothing it could do
+    except (RecursionError, MemoryError, ValueError):
+        return [Finding(cell, 0, "code too deeply nested or too large to analyse")]
     findings: list[Finding] = []
 
     def add(node: ast.AST, reason: str) -> None:
@@ -88,6 +90,14 @@ def scan(source: str, cell: int, *, reference_modules: set[str]) -> list[Finding
         elif module.split(".")[0] in MODULES:
             add(node, MODULES[module.split(".")[0]])
 
+    try:
+        _walk(tree, add, check_module)
+    except (RecursionError, MemoryError):
+        add(tree, "code too deeply nested or too large to analyse")
+    return findings
+
+
+def _walk(tree, add, check_module) -> None:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -109,5 +119,4 @@ def scan(source: str, cell: int, *, reference_modules: set[str]) -> list[Finding
             while isinstance(root, ast.Attribute):
                 root = root.value
             if isinstance(root, ast.Name) and root.id in ("solutions", "check"):
-                add(node, f"uses the course's reference or checker ({ast.unparse(node)})")
-    return findings
+                add(node, f"uses the course's reference or checker ({ast.unparse(node)[:200]})")
