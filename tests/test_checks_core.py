@@ -110,7 +110,16 @@ def test_registry_entry_points_and_summary(capsys):
     assert callable(check.merge)
     with pytest.raises(AttributeError, match="no check called 'nonexistent'"):
         check.nonexistent
-    check.merge(check.SPECS["merge"].reference)
+    from solutions.tokenization import merge as reference_merge
+
+    with pytest.raises(CheckFailure, match="the course's reference"):
+        check.merge(reference_merge)  # handing in the reference earns nothing
+    assert not check.passed("merge")
+
+    def my_merge(ids, pair, new_id):
+        return reference_merge(ids, pair, new_id)
+
+    check.merge(my_merge)
     assert check.passed("merge")
     check.summary("01_tokenization")
     out = capsys.readouterr().out

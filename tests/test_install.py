@@ -24,11 +24,11 @@ ids = t.gpt2_tokenizer().encode("Hello world <|endoftext|>", allowed_special="al
 assert ids == [15496, 995, 220, 50256], ids
 assert t.tiktoken_gpt2().encode("Hello world") == [15496, 995]
 assert len(t.load_tiny_shakespeare()) == 1115394
-check.merge(t.merge)
-import torch
+from solutions.checks.core import check_function
+check_function(check.SPECS["merge"], t.merge)
 from solutions import embeddings as e
-check.Embed(e.Embed)  # a module check: tensors through the wire (numpy) and the module driver
-check.apply_rope(e.apply_rope)
+check_function(check.SPECS["Embed"], e.Embed)  # a module check: tensors through the wire (numpy), the module driver
+check_function(check.SPECS["apply_rope"], e.apply_rope)
 print("installed package works from", here.parent)
 """
 

@@ -48,7 +48,23 @@ def __getattr__(name: str) -> Callable[..., None]:
     spec = SPECS.get(name)
     if spec is None:
         raise AttributeError(f"there is no check called {name!r}; the checks are: {', '.join(SPECS)}")
-    return functools.partial(check_function, spec)
+    return functools.partial(_check_own_code, spec)
+
+
+def _check_own_code(spec, fn, **kwargs) -> None:
+    """The check cell's entry: refuses the course's own reference, then checks ``fn``."""
+    __tracebackhide__ = True
+    reference = spec.reference
+    if fn is reference or (isinstance(fn, type) and isinstance(reference, type) and issubclass(fn, reference)) or (
+        str(getattr(fn, "__module__", "") or "").startswith("solutions.")
+    ):
+        _RESULTS[spec.name] = (spec, False)
+        raise CheckFailure(
+            f"check.{spec.name} was given the course's reference ({getattr(fn, '__module__', '?')}."
+            f"{getattr(fn, '__qualname__', '?')}), not your own code: it earns no points, and the grader "
+            f"flags it for the instructor."
+        )
+    return check_function(spec, fn, **kwargs)
 
 
 def __dir__() -> list[str]:

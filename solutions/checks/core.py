@@ -17,6 +17,7 @@ only :func:`run` next to the student's code and does the rest in a trusted proce
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import random
 import re
@@ -43,6 +44,8 @@ TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
 FLOAT_TOLERANCE = (1e-6, 1e-9)  # (rtol, atol) for plain Python floats
 
 PUBLIC_SEED = 0  # the seed of the check cells in notebooks; the grader draws its own
+
+RETURNED_ITSELF = " (returned as the result)"  # marks an aliased argument in Outcome.mutated
 
 # an input is shown whole in a failure message when its call is at most this long
 SHOW_INPUT_CHARS = 600
@@ -214,6 +217,11 @@ def run(fn: Callable, cases: list[Case]) -> list[Outcome]:
         outcome.mutated = [
             f"argument {i + 1}" for i, (a, b) in enumerate(zip(args, case.args)) if not _same(a, b)
         ] + [f"argument {k!r}" for k in kwargs if not _same(kwargs[k], case.kwargs[k])]
+        # returning a (mutable) argument itself: the caller's object and the result would be one
+        outcome.mutated += [
+            f"argument {i + 1}{RETURNED_ITSELF}" for i, a in enumerate(args)
+            if outcome.error is None and outcome.value is a and isinstance(a, (list, dict, bytearray, torch.Tensor))
+        ]
         outcomes.append(outcome)
     return outcomes
 
@@ -275,7 +283,8 @@ def difference(
         if actual is None and where.startswith("the gradient of"):
             return (
                 f"{where} is None: no gradient reaches it. Use the parameter itself in forward "
-                f"(not a copy, not .detach(), not under torch.no_grad())."
+                f"(not a copy, not .detach(), not under torch.no_grad()), and keep it trainable "
+                f"(requires_grad=True, as nn.Parameter makes it)."
             )
         if not isinstance(actual, torch.Tensor):
             return f"{where} should be a tensor, but it is {_type_name(actual)}."
@@ -353,7 +362,7 @@ def difference(
 _MODULE_PARTS = {
     "output": "the output of forward",
     "grads": "the gradients",
-    "init": "the initial parameters (rounded mean and standard deviation)",
+    "init": "the initial parameters",
     "changes_with_seed": "whether the initial parameters are random",
 }
 
@@ -363,8 +372,10 @@ def _key_where(where: str, key: Any) -> str:
         return _MODULE_PARTS[key]
     if where == "the gradients":
         return f"the gradient of {key}"
-    if where.startswith("the initial parameters"):
-        return f"the initial {key} [mean, std]"
+    if where == "the initial parameters":
+        return f"the initial {key}"
+    if where.startswith("the initial ") and not where.startswith("the initial parameters"):
+        return f"{where}'s {key} (rounded)"
     if where.startswith("whether the initial"):
         return f"whether the initial {key} is random"
     return f"the value for key {key!r}"
@@ -420,8 +431,21 @@ def _argument_text(value: Any) -> str:
     return repr(value)
 
 
+# Errors that mean the same mistake in every exercise; a spec's own error_hints come first.
+DEFAULT_ERROR_HINTS = {
+    "NotImplementedError: meta tensor": (
+        "some tensor left the inputs' device (.cpu(), .numpy(), .item() or a tensor made without "
+        "device=): the check ran this case on the `meta` device, where that shows as on a GPU."
+    ),
+    "RuntimeError: (not on the expected device|same device)": (
+        "some tensor is on another device than the inputs: create tensors with device= the inputs' "
+        "device, and keep fixed tensors of a module as registered buffers."
+    ),
+}
+
+
 def _error_hint(spec: Spec, kind: str, message: str) -> Optional[str]:
-    for key, hint in spec.error_hints.items():
+    for key, hint in {**spec.error_hints, **DEFAULT_ERROR_HINTS}.items():
         name, _, pattern = key.partition(":")
         if name.strip() == kind and (not pattern.strip() or re.search(pattern.strip(), message)):
             return hint
@@ -459,7 +483,8 @@ def _first_problem(
     ``on`` names the case in the sentence (" on <label>").
     """
     case, got, want = cases[index], outcomes[index], expected[index]
-    if got.error is not None and got.error[0] == "NotImplementedError":
+    if got.error is not None and got.error[0] == "NotImplementedError" and not got.error[1]:
+        # a stub's bare `raise NotImplementedError()`; torch's own NotImplementedErrors have a message
         return (
             NotImplementedYet(
                 f"{spec.name} is not implemented yet: replace `raise NotImplementedError()` with your code."
@@ -468,7 +493,17 @@ def _first_problem(
             None,
         )
     if want.error is not None and got.error is not None and got.error[0] == want.error[0]:
-        return None, None, None  # the reference refuses this input too, with the same kind of error
+        # the reference refuses this input too, with the same kind of error; where the exercise
+        # says what the message names (an id, a limit), the message must name it
+        missing = [m for m in case.mentions if m not in got.error[1]]
+        if missing:
+            return (
+                f"{spec.name}{on} rightly raised {got.error[0]}, but its message should name "
+                f"{' and '.join(repr(m) for m in case.mentions)}; it says: {got.error[1]!r}",
+                None,
+                None,
+            )
+        return None, None, None
     if got.error is not None and got.error[0] == "ParameterMismatch":
         return f"{spec.name}{on}: {got.error[1]}", None, None
     if got.error is not None:
@@ -482,9 +517,18 @@ def _first_problem(
             hint,
             None,
         )
-    if got.mutated and not spec.may_mutate:
+    returned = [m[: -len(RETURNED_ITSELF)] for m in got.mutated if m.endswith(RETURNED_ITSELF)]
+    changed = [m for m in got.mutated if not m.endswith(RETURNED_ITSELF)]
+    if changed and not spec.may_mutate:
         return (
-            f"{spec.name} changed its input in place ({', '.join(got.mutated)}){on}; work on a copy instead.",
+            f"{spec.name} changed its input in place ({', '.join(changed)}){on}; work on a copy instead.",
+            None,
+            None,
+        )
+    if returned and not spec.may_mutate:
+        return (
+            f"{spec.name}{on} returned its input ({returned[0]}) itself instead of a new object: "
+            f"whatever the caller later does to one changes the other. Return a new one.",
             None,
             None,
         )
@@ -581,7 +625,7 @@ def check_function(
 def on_device(case: Case, device: torch.device | str) -> Case:
     """The case with its tensors on ``device`` (or on the case's own device, e.g. "meta")."""
     target = case.device or device
-    return Case(to_device(case.args, target), to_device(case.kwargs, target), case.label, case.seed, case.device)
+    return dataclasses.replace(case, args=to_device(case.args, target), kwargs=to_device(case.kwargs, target))
 
 
 def expected_outcomes(spec: Spec, cases: list[Case], device: torch.device | str) -> list[Outcome]:

@@ -85,13 +85,17 @@ def _cases_Embed(seed: int) -> list[Case]:
         weights = {"W_E": torch.randn(s["d_vocab"], s["d_model"], generator=g)}
         cotangent = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
         cases.append(module_case({"d_vocab": s["d_vocab"], "d_model": s["d_model"]}, weights, (tokens,), cotangent, label))
-    weights = {"W_E": torch.randn(8, 12, generator=g)}
-    cotangent = torch.randn(1, 3, 12, generator=g)
-    for bad, label in [(8, "an id equal to d_vocab"), (-1, "a negative id"), (50, "an id far outside the vocabulary")]:
-        tokens = torch.tensor([[1, bad, 2]])
-        cases.append(module_case({"d_vocab": 8, "d_model": 12}, weights, (tokens,), cotangent, label))
-    floats = torch.tensor([[1.0, 2.0, 3.0]])
-    cases.append(module_case({"d_vocab": 8, "d_model": 12}, weights, (floats,), cotangent, "ids of a float dtype"))
+    weights = {"W_E": torch.randn(9, 12, generator=g)}
+    cotangent = torch.randn(2, 3, 12, generator=g)
+    for bad, label in [(9, "an id equal to d_vocab"), (-1, "a negative id"), (50, "an id far outside the vocabulary")]:
+        tokens = torch.tensor([[1, 0, 2], [3, bad, 4]])  # the bad id is not in the first sequence
+        case = module_case({"d_vocab": 9, "d_model": 12}, weights, (tokens,), cotangent, label)
+        case.mentions = (str(bad), "9")  # the exercise: the message names the id and d_vocab
+        cases.append(case)
+    ints = _tokens(g, 2, 3, 9).to(torch.int32)
+    cases.append(module_case({"d_vocab": 9, "d_model": 12}, weights, (ints,), cotangent, "int32 ids (an integer dtype too)"))
+    floats = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, 2.0]])
+    cases.append(module_case({"d_vocab": 9, "d_model": 12}, weights, (floats,), cotangent, "ids of a float dtype"))
     cases.append(init_case({"d_vocab": 1000, "d_model": 100}, "W_E as initialised: N(0, 0.02^2)", seed))
     return cases
 
@@ -121,7 +125,9 @@ def _cases_PosEmbed(seed: int) -> list[Case]:
         cases.append(module_case({"n_ctx": n_ctx, "d_model": s["d_model"]}, weights, (tokens,), cotangent, label))
     tokens = torch.tensor([[0, 1, 2, 3, 4, 5, 6]])
     weights = {"W_pos": torch.randn(6, 13, generator=g)}
-    cases.append(module_case({"n_ctx": 6, "d_model": 13}, weights, (tokens,), torch.randn(1, 7, 13, generator=g), "seq one longer than n_ctx"))
+    case = module_case({"n_ctx": 6, "d_model": 13}, weights, (tokens,), torch.randn(1, 7, 13, generator=g), "seq one longer than n_ctx")
+    case.mentions = ("7", "6")  # the exercise: the message names seq and n_ctx
+    cases.append(case)
     # positions do not depend on the ids: the same ids in another order, on the meta device too
     s = _sizes(rng)
     tokens = torch.randint(0, 3, (s["batch"], s["seq"]), generator=g)
@@ -129,7 +135,7 @@ def _cases_PosEmbed(seed: int) -> list[Case]:
     cotangent = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
     case = module_case({"n_ctx": s["seq"] + 2, "d_model": s["d_model"]}, weights, (tokens,), cotangent, "ids that are not positions")
     cases.append(case)
-    meta = module_case(*case.args, label="on the meta device (finds tensors made without device=)")
+    meta = module_case(*case.args, label="the meta device (finds tensors made without device=)")
     meta.device = "meta"
     cases.append(meta)
     cases.append(init_case({"n_ctx": 1000, "d_model": 100}, "W_pos as initialised: N(0, 0.01^2)", seed))
@@ -230,18 +236,25 @@ def _shift_transposed(k: int, d_model: int, base: float = 10000.0) -> torch.Tens
     return ref.sinusoidal_shift_matrix(k, d_model, base).T.contiguous()
 
 
+_SHIFT_WRONG_WAY = (
+    "your M moves the encoding k positions the wrong way (PE[p] @ M gives PE[p - k]): M acts on "
+    "row vectors from the right, so check which 2x2 entry gets -sin, and the sign of k."
+)
+
+
 def _diagnose_shift(case: Case, actual: Any, expected: Any) -> Optional[str]:
-    """State, as a fact about this case, whether PE[p] @ M gives PE[p + k] for the learner's M."""
-    if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape or not actual.is_floating_point():
+    """A fact about the learner's M on this case: where PE[p] @ M lands."""
+    if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape or actual.dtype != expected.dtype:
         return None
     k, d_model = case.args[:2]
+    if k == 0:
+        return None
     base = case.args[2] if len(case.args) > 2 else 10000.0
-    pe = ref.sinusoidal_encoding(abs(k) + 8, d_model, base).to(actual.device)
-    p = max(0, -k) + 3
-    if torch.allclose(actual.to(pe.dtype) @ pe[p], pe[p + k], atol=1e-4):
-        return "your M maps column vectors (M @ PE[p]); the exercise uses rows: PE[p] @ M = PE[p + k]."
-    worst = (pe[p] @ actual.to(pe.dtype) - pe[p + k]).abs().max().item()
-    return f"with your M, PE[{p}] @ M differs from PE[{p + k}] by up to {worst:.3g}: check each 2x2 block against the angle addition formulas."
+    pe = ref.sinusoidal_encoding(2 * abs(k) + 8, d_model, base).to(actual.device)
+    p = abs(k) + 3
+    if torch.allclose(pe[p] @ actual, pe[p - k], atol=1e-4):
+        return _SHIFT_WRONG_WAY
+    return None
 
 
 # --- 7. apply_rope --------------------------------------------------------------------------
@@ -261,7 +274,8 @@ def _cases_apply_rope(seed: int) -> list[Case]:
     for _ in range(3):
         shape = (rng.randint(2, 3), rng.randint(4, 9), 2 * rng.randint(5, 8))
         cases.append(Case((torch.randn(*shape, generator=g),), label="random sizes"))
-    meta = Case((torch.randn(2, 5, 8, generator=g),), label="on the meta device (finds tensors made without device=)")
+    cases.append(Case((torch.randn(2, 40, 6, generator=g),), label="a long sequence"))
+    meta = Case((torch.randn(2, 5, 8, generator=g),), label="the meta device (finds tensors made without device=)")
     meta.device = "meta"
     cases.append(meta)
     return cases
@@ -317,6 +331,9 @@ def _cases_cosine_similarity(seed: int) -> list[Case]:
     b = torch.cat([torch.zeros(1, 9), 2.5 * a[:1], -a[1:2], torch.randn(2, 9, generator=g)])
     cases.append(Case((a, b), label="a zero vector, a scaled copy and an opposite vector"))
     cases.append(Case((a.double(), b.double()), label="float64"))
+    tiny_a = torch.cat([torch.zeros(1, 9), 1e-5 * a[:1], 1e-4 * a[1:2], a[2:3]])
+    tiny_b = torch.cat([1e-5 * b[1:2], torch.zeros(1, 9), 3e-4 * b[3:4], torch.randn(2, 9, generator=g)])
+    cases.append(Case((tiny_a, tiny_b), label="zero and very short vectors on both sides"))
     return cases
 
 
@@ -334,7 +351,7 @@ def _cosine_one_side(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _cases_nearest_neighbours(seed: int) -> list[Case]:
     rng, g = random.Random(seed), _gen(seed)
     cases = []
-    for label in ("k=3", "other sizes"):
+    for label in ("random vectors", "other sizes"):
         d_vocab, d_model = rng.randint(9, 14), rng.randint(5, 8)
         W_E = torch.randn(d_vocab, d_model, generator=g) * torch.rand(d_vocab, 1, generator=g) * 4
         query = torch.randn(d_model, generator=g)
@@ -347,6 +364,14 @@ def _cases_nearest_neighbours(seed: int) -> list[Case]:
     cases.append(Case((torch.randn(6, generator=g), W_E, 10), label="k = d_vocab"))
     cases.append(Case((torch.randn(6, generator=g), W_E, 1), label="k = 1"))
     cases.append(Case((torch.randn(6, generator=g), W_E, 0), label="k = 0: no neighbours"))
+    many = torch.randn(24, 5, generator=g)
+    many[[3, 9, 17, 20]] = many[11].clone()  # five equal rows, spread over ids 3..20: ties in id order
+    cases.append(Case((many[11] + 0.01 * torch.randn(5, generator=g), many, 8), label="five-way tie among 24 rows"))
+    near = torch.randn(18, 4, generator=g)
+    query = torch.randn(4, generator=g)
+    near[6] = query * (1 + 1e-3)  # the same direction: similarity 1
+    near[2] = query + 1e-3 * torch.randn(4, generator=g)  # almost the same: a little less than 1
+    cases.append(Case((query, near, 3), label="two almost equal similarities"))
     cases.append(Case((torch.randn(6, generator=g), W_E, 11), label="k > d_vocab"))
     cases.append(Case((torch.randn(6, generator=g), W_E, -1), label="a negative k"))
     return cases
@@ -441,7 +466,8 @@ SPECS = [
         make_cases=_cases_sinusoidal_shift_matrix,
         dims=("d_model", "d_model"),
         diagnose=_diagnose_shift,
-        mistakes=[Mistake("transposed", "your M maps column vectors (M @ PE[p]); the exercise uses rows: PE[p] @ M = PE[p + k].", _shift_transposed)],
+        mistakes=[Mistake("transposed", _SHIFT_WRONG_WAY, _shift_transposed)],
+        tolerance=(1e-4, 1e-4),  # any M with the property to float32 precision, e.g. fitted by least squares
     ),
     Spec(
         name="apply_rope",

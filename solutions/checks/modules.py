@@ -70,15 +70,27 @@ def _initialisation(cls: Any, init: dict) -> dict:
     return {"init": _init_statistics(first), "changes_with_seed": moved}
 
 
-def _init_statistics(module: torch.nn.Module) -> dict[str, list[float]]:
+def _init_statistics(module: torch.nn.Module) -> dict[str, dict[str, float]]:
     stats = {}
     for n, p in module.named_parameters():
         values = p.detach().double()
         if not bool(torch.isfinite(values).all()):
-            stats[n] = [float("nan"), float("nan")]
+            stats[n] = {"mean": float("nan"), "std": float("nan")}
             continue
+        mean, std = values.mean(), values.std()
+        z = (values.flatten() - mean) / std.clamp_min(1e-12)
+        # the shape of the distribution (kurtosis: 3 for a normal, 1.8 for a uniform) to the
+        # nearest 0.5, and the correlation of neighbouring values (0 for independent draws, 1 for
+        # sorted ones) to one decimal; both are many standard errors from a rounding boundary
+        kurtosis = round(2 * (z**4).mean().item()) / 2
+        neighbours = round((z[1:] * z[:-1]).mean().item(), 1)
         # + 0.0 turns a rounded -0.0 into 0.0
-        stats[n] = [round(values.mean().item(), 3) + 0.0, round(values.std().item(), 3) + 0.0]
+        stats[n] = {
+            "mean": round(mean.item(), 3) + 0.0,
+            "std": round(std.item(), 3) + 0.0,
+            "kurtosis": kurtosis + 0.0,
+            "neighbour correlation": neighbours + 0.0,
+        }
     return stats
 
 

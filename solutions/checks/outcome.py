@@ -47,6 +47,9 @@ class Case:
     label: str = ""
     seed: Optional[int] = None
     device: Optional[str] = None
+    # words an error's message must contain when the reference raises too (the exercise says the
+    # message names them: an id, a limit)
+    mentions: tuple[str, ...] = ()
 
 
 @dataclass

@@ -47,6 +47,7 @@ def _cases_text_to_bytes(seed: int) -> list[Case]:
         Case(("hello",), label="ASCII"),
         Case(("café 日本 😀!",), label="1- to 4-byte characters"),
         Case(("\x7f\x80\u07ff\u0800\uffff\U00010000\U0010ffff",), label="the edges of each UTF-8 length"),
+        Case(("ﬁne cafe\u0301 Å",), label="a ligature and combining accents, kept as they are"),
         Case((_text(rng, 3),), label="a sentence"),
     ]
     cases += [Case((_random_text(rng),), label="random characters") for _ in range(10)]
@@ -59,7 +60,7 @@ def _code_points(text: str) -> list[int]:
 
 def _diagnose_text_to_bytes(case: Case, actual: Any, expected: Any) -> Optional[str]:
     if isinstance(actual, (bytes, bytearray)):
-        return "you returned a bytes object; the exercise asks for a list of ints: list(...) of it."
+        return "you returned a bytes-like object; the exercise asks for a list of ints."
     return None
 
 
@@ -124,6 +125,10 @@ def _cases_most_frequent_pair(seed: int) -> list[Case]:
     return cases
 
 
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
+
+
 def _diagnose_most_frequent_pair(case: Case, actual: Any, expected: Any) -> Optional[str]:
     (counts,) = case.args
     if not isinstance(actual, tuple) or actual not in counts:
@@ -134,7 +139,7 @@ def _diagnose_most_frequent_pair(case: Case, actual: Any, expected: Any) -> Opti
             f"the smallest pair (tuples compare element by element)."
         )
     if counts[actual] < counts[expected]:
-        return f"{actual} occurs {counts[actual]} times but {expected} occurs {counts[expected]} times."
+        return f"{actual} occurs {_times(counts[actual])} but {expected} occurs {_times(counts[expected])}."
     return None
 
 
@@ -153,6 +158,7 @@ def _cases_merge(seed: int) -> list[Case]:
         Case(([2, 1, 3], (1, 2), 256), label="the pair reversed is not the pair"),
         Case(([1, 1, 2], (1, 2), 257), label="the pair after a partial match"),
         Case(([12, 3, 1, 23], (1, 2), 256), label="digits that would join in a string"),
+        Case(([3, 4, 5], (1, 2), 256), label="the pair does not occur: still a new list"),
     ]
     for _ in range(12):
         ids = _ids(rng, rng.randint(2, 3), 16)
@@ -217,6 +223,8 @@ def _diagnose_train_bpe(case: Case, actual: Any, expected: Any) -> Optional[str]
     if not isinstance(actual, dict) or not isinstance(expected, dict):
         return None
     text, vocab_size = case.args
+    if set(actual.items()) == set(expected.items()):
+        return None  # the right merges in another order: the difference says so
     if actual and min(actual.values(), default=256) == 255:
         return "new ids start at 256: ids 0..255 are taken by the bytes."
     learned = list(actual.items())
@@ -229,7 +237,10 @@ def _diagnose_train_bpe(case: Case, actual: Any, expected: Any) -> Optional[str]
     ids = ref.text_to_bytes(text)
     for step, (pair, new_id) in enumerate(expected.items()):
         if step >= len(learned):
-            return f"you stopped after {len(learned)} merges; keep merging until vocab_size is reached or no pair is left."
+            return (
+                f"your {len(learned)} merges are the first ones, then you stopped; keep merging until "
+                f"vocab_size is reached or no pair is left."
+            )
         got_pair, got_id = learned[step]
         counts = ref.get_pair_counts(ids)
         if got_pair != pair and got_pair in counts and counts[got_pair] == counts[pair]:
@@ -269,6 +280,9 @@ def _cases_encode(seed: int) -> list[Case]:
         Case(("abcd", {(99, 100): 256, (98, 256): 257, (97, 257): 258}), label="merges built on merges"),
         Case(("aaaa", {(97, 97): 256, (256, 256): 257}), label="a run merged twice"),
         Case(("xyxyz", {(120, 121): 257, (121, 120): 256}), label="merges listed out of id order"),
+        # rank, leftmost-first, highest-rank-first and smallest-pair-first all disagree here
+        Case(("adddb", {(100, 100): 256, (100, 98): 257, (97, 100): 258}), label="rank, not position, not size"),
+        Case(("dabda", {(98, 100): 256, (100, 97): 257, (97, 98): 258}), label="rank again, in another layout"),
         Case(("😀 naïve", merges), label="multi-byte characters"),
     ]
     for _ in range(3):
@@ -290,6 +304,16 @@ def _encode_leftmost_pair(text: str, merges: dict) -> list[int]:
         if found is None:
             return ids
         ids = ref.merge(ids, found, merges[found])
+
+
+def _encode_highest_rank_first(text: str, merges: dict) -> list[int]:
+    ids = list(text.encode("utf-8"))
+    while True:
+        known = [p for p in zip(ids, ids[1:]) if p in merges]
+        if not known:
+            return ids
+        pair = max(known, key=merges.get)
+        ids = ref.merge(ids, pair, merges[pair])
 
 
 def _encode_in_dict_order(text: str, merges: dict) -> list[int]:
@@ -345,7 +369,13 @@ def _cases_decode(seed: int) -> list[Case]:
     for ids in ([0xFF, 104, 105], list("😀".encode("utf-8"))[:2] + [33]):
         vocab = {i: bytes([i]) for i in sorted(set(ids))}
         cases.append(Case((ids, vocab), label="not valid UTF-8"))
-    cases.append(Case(([104, 999], {104: b"h", 105: b"i"}), label="an id missing from vocab"))
+    for ids, vocab, label in [
+        ([104, 999], {104: b"h", 105: b"i"}, "an id above every id of vocab"),
+        ([104, 50], {104: b"h", 105: b"i"}, "an id between ids of vocab"),
+        ([256, 7], {256: b"ab", 300: b"abc"}, "a byte id missing from a vocab of merges"),
+    ]:
+        missing = next(i for i in ids if i not in vocab)
+        cases.append(Case((ids, vocab), label=label, mentions=(str(missing),)))
     return cases
 
 
@@ -480,6 +510,12 @@ SPECS = [
                 "you merged the leftmost pair that has a merge; the rule is the pair with the lowest "
                 "new id among all adjacent pairs, wherever it is.",
                 _encode_leftmost_pair,
+            ),
+            Mistake(
+                "highest rank first",
+                "you applied the merge with the highest new id first; the lowest id (the merge "
+                "learned first) goes first, because later merges are built from earlier ones.",
+                _encode_highest_rank_first,
             ),
             Mistake(
                 "dict order",
