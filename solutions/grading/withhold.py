@@ -172,7 +172,21 @@ def _module_file(module: str) -> Path:
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
-def uses_payload(spec) -> tuple[list[dict], set[str]]:
+_payloads: dict[tuple, tuple[list[dict], set]] = {}
+
+
+def uses_payload(spec) -> tuple[list[dict], set]:
+    """:func:`_uses_payload`, computed once per exercise and version of its modules' files."""
+    modules = sorted({w[0] for w in map(_top_name, spec.uses.values()) if w})
+    key = (spec.name, tuple((m, _module_file(m).stat().st_mtime_ns) for m in modules))
+    with _lock:
+        if key not in _payloads:
+            _payloads[key] = _uses_payload(spec)
+        payload, exposed = _payloads[key]
+    return [dict(p) for p in payload], set(exposed)
+
+
+def _uses_payload(spec) -> tuple[list[dict], set[str]]:
     """What the sandbox needs to bind ``spec.uses``: one slice per module (source, module name,
     the names to bind). Also returns the (module, top-level name) pairs the slices define, so
     that the grader answers every exercise whose reference is among them first."""
