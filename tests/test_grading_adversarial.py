@@ -89,6 +89,21 @@ def merge(ids, pair, new_id):
         os._exit(0)
     return list(ids)
 """
+REWRITE_HARNESS = """
+import sys
+_harness = sys.modules["solutions.grading.harness"]
+_ref = None
+for _m in list(sys.modules.values()):
+    _cand = getattr(_m, "merge", None)
+    if callable(_cand) and _m is not sys.modules["__main__"]:
+        _ref = _cand
+_orig_run = _harness._run
+def _run(fn, cases):  # the harness calls this for every exercise: answer merge with any merge found
+    if getattr(fn, "__name__", "") == "merge" and _ref is not None:
+        fn = _ref
+    return _orig_run(fn, cases)
+_harness._run = _run
+"""
 TRACE_REWRITES = """
 import sys
 def _tracer(frame, event, arg):
@@ -209,6 +224,7 @@ def _cases(released, course_dir):
         "cheat_reference_from_module_table": (with_code_after(wrong(solved()), "merge", FROM_MODULE_TABLE), all_but("merge"), "needs_attention"),
         "cheat_reference_from_gc": (with_code_after(wrong(solved()), "merge", FROM_GC), all_but("merge"), "needs_attention"),
         "cheat_delegate_at_call_time": (with_answer(solved(), "merge", DELEGATE_AT_CALL_TIME), all_but("merge"), "needs_attention"),
+        "cheat_rewrite_harness": (with_code_after(wrong(solved()), "merge", REWRITE_HARNESS), all_but("merge"), "needs_attention"),
         "cheat_forge_reply_records": (with_code_after(wrong(solved()), "merge", FORGE_REPLIES), all_but("merge"), "needs_attention"),
         "cheat_stack_walk_and_exit": (with_answer(solved(), "merge", STACK_WALK_AND_EXIT), all_but("merge"), "needs_attention"),
         "cheat_profiler_rewrites_outcomes": (with_code_after(with_answer(solved(), "decode", "def decode(ids, vocab):\n    raise ValueError('no')"), "merge", TRACE_REWRITES), all_but("decode"), "needs_attention"),
@@ -409,7 +425,7 @@ def test_the_graded_reference_is_never_in_the_answering_process(graded):
     """Every answer that reached for the reference at run time found nothing to delegate to."""
     _, _, results, _ = graded
     for student in ("cheat_reference_from_module_table", "cheat_reference_from_gc", "cheat_delegate_at_call_time",
-                    "cheat_exec_reference_source", "cheat_import_reference"):
+                    "cheat_exec_reference_source", "cheat_import_reference", "cheat_rewrite_harness"):
         merge = next(e for e in results[student]["exercises"] if e["name"] == "merge")
         assert merge["points"] == 0 and merge["verdict"] != "passed", (student, merge)
 

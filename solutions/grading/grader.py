@@ -748,6 +748,10 @@ def grade(submission: Submission, released: Released, secret: bytes, settings: S
             result["notes"].append(f"{where} was interrupted: {evalue}")
         else:
             result["notes"].append(f"{where} raised {ename}: {evalue[:300]}")
+            if ename in ("ImportError", "ModuleNotFoundError") and "solutions" in evalue:
+                result["notes"].append(
+                    "(the grader runs your code without this chapter's reference code: only what the "
+                    "notebook's set-up cells import from it is there, and earlier chapters' modules)")
         disk_noted = _disk_note(result, evalue, settings, disk_noted)
 
     score = 0.0
