@@ -138,9 +138,9 @@ class SwiGLU(nn.Module):
             d_mlp = int(2 * 4 * d_model / 3)
             d_mlp = multiple_of * ((d_mlp + multiple_of - 1) // multiple_of)  # round up
         self.d_mlp = d_mlp
-        self.W_gate = nn.Parameter(torch.empty(d_model, d_mlp))
-        self.W_up = nn.Parameter(torch.empty(d_model, d_mlp))
-        self.W_down = nn.Parameter(torch.empty(d_mlp, d_model))
+        self.W_gate = nn.Parameter(torch.empty(d_model, self.d_mlp))
+        self.W_up = nn.Parameter(torch.empty(d_model, self.d_mlp))
+        self.W_down = nn.Parameter(torch.empty(self.d_mlp, d_model))
         for W in (self.W_gate, self.W_up, self.W_down):
             nn.init.normal_(W, mean=0.0, std=0.02)
 

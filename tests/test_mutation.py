@@ -16,7 +16,7 @@ FLOOR = 0.95
 @pytest.mark.parametrize("spec", list(SPECS.values()), ids=lambda s: s.name)
 def test_check_kills_at_least_95_percent_of_mutants(spec):
     report = mutation_report(spec)
-    assert report.total >= 2, f"only {report.total} mutants: the mutator found nothing to change"
+    assert report.total >= 1, "the mutator found nothing to change"
     assert report.rate >= FLOOR, (
         f"{spec.name}: {report.killed}/{report.total - len(report.equivalent)} mutants killed "
         f"({report.rate:.0%}); survivors:\n  " + "\n  ".join(report.survivors)

@@ -84,6 +84,14 @@ def inputs(name: str, number: int, *, seed: int = PUBLIC_SEED, with_kwargs: bool
     return (case.args, case.kwargs) if with_kwargs else case.args
 
 
+def probe_inputs(name: str, number: int, *, seed: int = PUBLIC_SEED) -> tuple:
+    """Like :func:`inputs`, for an exercise that takes a module: (module, *other arguments)."""
+    from solutions.checks.modules import build_probe
+
+    kind, weights, *rest = inputs(name, number, seed=seed)
+    return (build_probe(kind, weights), *rest)
+
+
 def passed(*names: str) -> bool:
     """Whether every named check has passed in this kernel (demonstrations use it as a switch)."""
     return all(_RESULTS.get(name, (None, False))[1] for name in names)
@@ -112,4 +120,4 @@ def summary(chapter: str | None = None) -> None:
         print(f"Score: {earned}/{total}")
 
 
-__all__ = ["Case", "CheckFailure", "Mistake", "NotImplementedYet", "Spec", "PUBLIC_SEED", "SPECS", "inputs", "passed", "specs_for", "summary"]
+__all__ = ["Case", "CheckFailure", "Mistake", "NotImplementedYet", "Spec", "PUBLIC_SEED", "SPECS", "inputs", "passed", "probe_inputs", "specs_for", "summary"]

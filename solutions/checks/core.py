@@ -404,7 +404,10 @@ def _tensor_values_differ(
 def _same_outcome(spec: Spec, a: Outcome, b: Outcome) -> bool:
     """Whether two calls agree: the same kind of error, or values without a difference."""
     if a.error is not None or b.error is not None:
-        return a.error is not None and b.error is not None and a.error[0] == b.error[0]
+        if a.error is None or b.error is None or a.error[0] != b.error[0]:
+            return False
+        # the check's own sentence about parameters is deterministic: it must match word for word
+        return a.error[0] != "ParameterMismatch" or a.error[1] == b.error[1]
     try:
         return difference(a.value, b.value, ordered=spec.ordered, tolerance=spec.tolerance, dims=spec.dims) is None
     except TypeError:  # an uncomparable value: they do not agree
@@ -412,14 +415,10 @@ def _same_outcome(spec: Spec, a: Outcome, b: Outcome) -> bool:
 
 
 def _call_text(spec: Spec, case: Case) -> str:
-    """The failing call written out, as the learner would type it."""
-    if spec.driver is not None:  # a module case: (init, weights, inputs, cotangent)
-        init, weights, inputs, _ = case.args
-        config = ", ".join(f"{k}={v!r}" for k, v in init.items())
-        if weights is None:
-            return f"{spec.name}({config}), its parameters as initialised (mean and standard deviation)"
-        shown = ", ".join(_argument_text(x) for x in inputs)
-        return f"{spec.name}({config}) with the check's weights, called on {shown}"
+    """The failing call written out, as the learner would type it (a driver may say it better)."""
+    describe = getattr(spec.driver, "describe", None)
+    if describe is not None:
+        return describe(spec.name, case, _argument_text)
     parts = [_argument_text(a) for a in case.args] + [f"{k}={_argument_text(v)}" for k, v in case.kwargs.items()]
     return f"{spec.name}({', '.join(parts)})"
 
@@ -505,7 +504,7 @@ def _first_problem(
             )
         return None, None, None
     if got.error is not None and got.error[0] == "ParameterMismatch":
-        return f"{spec.name}{on}: {got.error[1]}", None, None
+        return f"{spec.name}{on}: {got.error[1]}", _likely_mistake(spec, cases, outcomes, expected, index), None
     if got.error is not None:
         kind, text = got.error
         hint = _likely_mistake(spec, cases, outcomes, expected, index) or _error_hint(spec, kind, text)
@@ -549,13 +548,9 @@ def _reproduce(spec: Spec, case: Case, index: int, total: int) -> str:
         text += f": {call}"
     else:
         text += f" (too long to show: {len(call):,} characters)"
-    if spec.driver is not None and case.args[1] is None:
-        text += f"\nTo try it yourself: m = {spec.name}(**check.inputs({spec.name!r}, {number})[0])"
-    elif spec.driver is not None:
-        text += (
-            f"\nTo try it yourself: init, weights, inputs, cotangent = check.inputs({spec.name!r}, {number}); "
-            f"m = {spec.name}(**init); m.load_state_dict(weights); m(*inputs)"
-        )
+    how = getattr(spec.driver, "reproduce", None)
+    if how is not None:
+        text += f"\nTo try it yourself: {how(spec.name, number, case)}"
     elif not case.kwargs:
         text += f"\nTo try it yourself: {spec.name}(*check.inputs({spec.name!r}, {number}))"
     else:
@@ -601,7 +596,7 @@ def check_function(
     __tracebackhide__ = True  # IPython then shows the learner's cell and the failure, not our internals
     if not callable(fn):
         raise CheckFailure(f"check.{spec.name} needs your function, but got {_type_name(fn)}.")
-    if spec.driver is not None and not isinstance(fn, type):
+    if getattr(spec.driver, "wants_class", False) and not isinstance(fn, type):
         raise CheckFailure(f"check.{spec.name} needs your class {spec.name} itself, not {_type_name(fn)}.")
     from solutions.checks.modules import references_bound  # modules builds on this module's types
 

@@ -56,9 +56,11 @@ def _initialisation(cls: Any, init: dict) -> dict:
     # Memory a tensor has just freed is often handed to the next tensor of the same size, so a
     # parameter left uninitialised (torch.empty) could show the numbers of the module built
     # before it. Fill that memory with NaN first, and build twice under two seeds.
-    sizes = [p.numel() for p in cls(**init).parameters()]
-    for n in sizes:
-        torch.full((n,), float("nan"))
+    sizing = cls(**init)
+    sizes = [p.numel() for p in sizing.parameters()]
+    del sizing
+    poison = [torch.full((n,), float("nan")) for n in sizes for _ in range(2)]  # all alive at once
+    del poison
     seed = torch.initial_seed()
     first = cls(**init)
     torch.manual_seed(seed + 1)
@@ -158,6 +160,29 @@ def module_driver(cls: Any) -> Callable:
     return drive
 
 
+def _describe_module_case(name: str, case: Case, show: Callable[[Any], str]) -> str:
+    init, weights, inputs, _ = case.args
+    config = ", ".join(f"{k}={v!r}" for k, v in init.items())
+    if weights is None:
+        return f"{name}({config}), its parameters as initialised"
+    return f"{name}({config}) with the check's weights, called on {', '.join(show(x) for x in inputs)}"
+
+
+def _reproduce_module_case(name: str, number: int, case: Case) -> str:
+    if case.args[1] is None:
+        return f"m = {name}(**check.inputs({name!r}, {number})[0])"
+    return (
+        f"init, weights, inputs, cotangent = check.inputs({name!r}, {number}); "
+        f"m = {name}(**init); m.load_state_dict(weights); m(*inputs)"
+    )
+
+
+# how the check talks about a module case: the answer is a class, not a function
+module_driver.wants_class = True
+module_driver.describe = _describe_module_case
+module_driver.reproduce = _reproduce_module_case
+
+
 @contextlib.contextmanager
 def references_bound(answer: Any, uses: dict[str, Any]) -> Iterator[None]:
     """Bind ``uses`` (name -> reference) in the namespace where ``answer`` was defined, then restore.
@@ -181,3 +206,80 @@ def references_bound(answer: Any, uses: dict[str, Any]) -> Iterator[None]:
                 namespace[k] = saved[k]
             else:
                 namespace.pop(k, None)
+
+
+# --- probes: modules built from plain data, for exercises that take a module as an argument ---
+#
+# A module cannot travel to the grading sandbox (it would be code), so an exercise such as
+# "which output positions does this module let one input position change?" gets a *description*
+# of the module instead: a kind and plain tensors. `probe_driver` builds the module from it with
+# torch alone (no reference code), then calls the answer as `answer(module, *rest)`.
+
+
+class PositionWise(torch.nn.Module):
+    """tanh(x @ W + b) at every position on its own: a stand-in for an MLP."""
+
+    def __init__(self, W: torch.Tensor, b: torch.Tensor) -> None:
+        super().__init__()
+        self.W, self.b = torch.nn.Parameter(W), torch.nn.Parameter(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x @ self.W + self.b)
+
+
+class RunningMean(torch.nn.Module):
+    """Each position averages itself and every earlier one: mixes positions, like causal attention."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        counts = torch.arange(1, x.shape[-2] + 1, device=x.device, dtype=x.dtype)[:, None]
+        return x.cumsum(dim=-2) / counts
+
+
+class NextNeighbour(torch.nn.Module):
+    """Each position adds its right neighbour (the last one nothing): a backwards-looking mix."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shifted = torch.cat([x[..., 1:, :], torch.zeros_like(x[..., :1, :])], dim=-2)
+        return x + shifted
+
+
+_PROBES = {"position-wise": PositionWise, "running mean": RunningMean, "next neighbour": NextNeighbour}
+
+
+def probe_case(kind: str, weights: dict, *rest: Any, label: str = "") -> Case:
+    """A case whose first argument is the module ``kind`` built from ``weights`` (plain tensors)."""
+    if kind not in _PROBES:
+        raise ValueError(f"unknown probe module {kind!r}")
+    return Case((kind, dict(weights), *rest), label=label or f"a {kind} module")
+
+
+def probe_driver(answer: Any) -> Callable:
+    """A function of one probe case: builds the probe module, then calls ``answer(module, *rest)``."""
+
+    def drive(kind: str, weights: dict, *rest: Any) -> Any:
+        first = _first_tensor(rest)
+        module = _PROBES[kind](**weights)
+        if first is not None:
+            module.to(first.device)
+        return answer(module, *rest)
+
+    drive.__name__ = getattr(answer, "__name__", "answer")
+    return drive
+
+
+def _describe_probe_case(name: str, case: Case, show: Callable[[Any], str]) -> str:
+    kind, _, *rest = case.args
+    return f"{name}(<a {kind} module>, {', '.join(show(x) for x in rest)})"
+
+
+def _reproduce_probe_case(name: str, number: int, case: Case) -> str:
+    return f"module, *args = check.probe_inputs({name!r}, {number}); {name}(module, *args)"
+
+
+probe_driver.describe = _describe_probe_case
+probe_driver.reproduce = _reproduce_probe_case
+
+
+def build_probe(kind: str, weights: dict) -> torch.nn.Module:
+    """The probe module a case describes (for a learner who wants to try the failing case)."""
+    return _PROBES[kind](**weights)

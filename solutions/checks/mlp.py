@@ -1,0 +1,383 @@
+"""Check specs for chapter 4, the MLP: one :class:`Spec` per exercise, in notebook order.
+
+Inputs come from a ``torch.Generator`` seeded by the check's seed, on the CPU. Activations are
+checked on a grid that includes 0, the region where the two GELUs differ most (|x| near 2.7) and
+large values, in float32 and float64; modules through the module driver (weights loaded by name,
+outputs and gradients compared), with sizes that differ per dimension.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+
+from solutions import mlp as ref
+from solutions.checks.core import Case, Mistake, Spec
+from solutions.checks.modules import init_case, module_case, module_driver, probe_case, probe_driver
+
+CHAPTER = "04_mlp"
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --- 1-3. activations -------------------------------------------------------------------------
+
+
+def _cases_activation(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    grid = torch.linspace(-6, 6, 241)  # steps of 0.05: 0, +-2.7 and +-1.36 are on it
+    cases = [
+        Case((grid,), label="a grid from -6 to 6"),
+        Case((grid.double(),), label="the grid in float64"),
+        Case((torch.tensor([0.0, -0.0, 1e-6, -1e-6, 30.0, -30.0]),), label="zero, tiny and large values"),
+    ]
+    for _ in range(3):
+        shape = (rng.randint(2, 3), rng.randint(4, 6), rng.randint(7, 9))
+        cases.append(Case((3 * torch.randn(*shape, generator=g),), label="a (batch, seq, d_model) tensor"))
+    return cases
+
+
+def _gelu_exact_form(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def _gelu_tanh_form(x: torch.Tensor, c: float = math.sqrt(2.0 / math.pi), k: float = 0.044715, whole: bool = True) -> torch.Tensor:
+    inner = c * (x + k * x**3) if whole else c * x + k * x**3
+    return 0.5 * x * (1.0 + torch.tanh(inner))
+
+
+def _gelu_erf_without_root2(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1.0 + torch.erf(x))
+
+
+def _relu_leaky(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x > 0, x, 0.01 * x)
+
+
+_EXACT_NOT_TANH = "this is the exact GELU (with erf); the exercise asks for GPT-2's tanh approximation."
+_TANH_NOT_EXACT = "this is the tanh approximation; the exact GELU uses the error function: x * Phi(x) with erf."
+
+
+# --- 4. MLP -----------------------------------------------------------------------------------
+
+
+def _sizes(rng: random.Random) -> dict[str, int]:
+    return {"batch": rng.randint(2, 3), "seq": rng.randint(4, 6), "d_model": rng.randint(7, 11)}
+
+
+def _mlp_weights(g: torch.Generator, d_model: int, d_mlp: int) -> dict[str, torch.Tensor]:
+    return {
+        "W_in": torch.randn(d_model, d_mlp, generator=g) * 0.5,
+        "b_in": torch.randn(d_mlp, generator=g) * 0.5,
+        "W_out": torch.randn(d_mlp, d_model, generator=g) * 0.5,
+        "b_out": torch.randn(d_model, generator=g) * 0.5,
+    }
+
+
+def _cases_MLP(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    for label in ("the default d_mlp = 4 d_model", "other sizes"):
+        s = _sizes(rng)
+        x = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
+        cotangent = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
+        cases.append(module_case({"d_model": s["d_model"]}, _mlp_weights(g, s["d_model"], 4 * s["d_model"]), (x,), cotangent, label))
+    s = _sizes(rng)
+    x = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
+    cotangent = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
+    cases.append(module_case({"d_model": s["d_model"], "d_mlp": 13}, _mlp_weights(g, s["d_model"], 13), (x,), cotangent, "d_mlp given"))
+    meta = module_case(*cases[0].args, label="the meta device (finds tensors made without device=)")
+    meta.device = "meta"
+    cases.append(meta)
+    wrong = torch.randn(2, 4, 12, generator=g)
+    case = module_case({"d_model": 9}, _mlp_weights(g, 9, 36), (wrong,), torch.randn(2, 4, 9, generator=g), "x whose last axis is not d_model")
+    case.mentions = ("12", "9")  # the exercise: the message names both sizes
+    cases.append(case)
+    cases.append(init_case({"d_model": 300, "d_mlp": 400}, "the initial parameters: N(0, 0.02^2) weights, zero biases", seed))
+    return cases
+
+
+class _MLPBase(torch.nn.Module):
+    """The MLP's parameters, for the wrong variants below (each changes one thing)."""
+
+    default_ratio = 4
+
+    def __init__(self, d_model: int, d_mlp: int | None = None):
+        super().__init__()
+        self.d_model = d_model
+        d_mlp = self.default_ratio * d_model if d_mlp is None else d_mlp
+        self.W_in = torch.nn.Parameter(torch.randn(d_model, d_mlp) * 0.02)
+        self.b_in = torch.nn.Parameter(torch.zeros(d_mlp))
+        self.W_out = torch.nn.Parameter(torch.randn(d_mlp, d_model) * 0.02)
+        self.b_out = torch.nn.Parameter(torch.zeros(d_model))
+
+    def check(self, x: torch.Tensor) -> None:
+        if x.shape[-1] != self.d_model:
+            raise ValueError(f"x has {x.shape[-1]} features, expected d_model = {self.d_model}")
+
+
+class _MLPExactGelu(_MLPBase):
+    def forward(self, x):
+        self.check(x)
+        return _gelu_exact_form(x @ self.W_in + self.b_in) @ self.W_out + self.b_out
+
+
+class _MLPActAfter(_MLPBase):
+    def forward(self, x):
+        self.check(x)
+        return _gelu_tanh_form((x @ self.W_in + self.b_in) @ self.W_out + self.b_out)
+
+
+class _MLPNoInBias(_MLPBase):
+    def forward(self, x):
+        self.check(x)
+        return _gelu_tanh_form(x @ self.W_in) @ self.W_out + self.b_out
+
+
+class _MLPNoOutBias(_MLPBase):
+    def forward(self, x):
+        self.check(x)
+        return _gelu_tanh_form(x @ self.W_in + self.b_in) @ self.W_out
+
+
+class _MLPTwice(_MLPBase):
+    default_ratio = 2
+
+    def forward(self, x):
+        self.check(x)
+        return _gelu_tanh_form(x @ self.W_in + self.b_in) @ self.W_out + self.b_out
+
+
+# --- 5. changed_positions ---------------------------------------------------------------------
+
+
+def _cases_changed_positions(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    for kind in ("position-wise", "running mean", "next neighbour", "position-wise", "running mean"):
+        batch, seq, d = rng.randint(2, 3), rng.randint(4, 7), rng.randint(5, 8)
+        x = torch.randn(batch, seq, d, generator=g)
+        weights = {"W": torch.randn(d, d, generator=g), "b": torch.randn(d, generator=g)} if kind == "position-wise" else {}
+        position = rng.randrange(-seq, seq)  # negative positions count from the end
+        cases.append(probe_case(kind, weights, x, position, label=f"a {kind} module, position {position}"))
+    x = torch.randn(2, 5, 6, generator=g)
+    cases.append(probe_case("running mean", {}, x, 0, label="a running mean, the first position"))
+    cases.append(probe_case("next neighbour", {}, x, 4, label="a backwards-looking mix, the last position"))
+    return cases
+
+
+def _changed_only_after(module, x, position):
+    # assumes a change can only move forwards, as in causal attention
+    seq = x.shape[1]
+    p = position % seq
+    out = torch.zeros(x.shape[0], seq, dtype=torch.bool, device=x.device)
+    out[:, p:] = True
+    return out
+
+
+def _changed_only_there(module, x, position):
+    out = torch.zeros(x.shape[0], x.shape[1], dtype=torch.bool, device=x.device)
+    out[:, position] = True
+    return out
+
+
+# --- 6. mlp_param_count -----------------------------------------------------------------------
+
+
+def _cases_mlp_param_count(seed: int) -> list[Case]:
+    rng = random.Random(seed)
+    cases = [
+        Case((768, 3072), label="GPT-2 small"),
+        Case((1, 1), label="the smallest MLP"),
+        Case((3, 5), label="d_model=3, d_mlp=5"),
+        Case((0, 4), label="d_model=0"),
+        Case((4, 0), label="d_mlp=0"),
+        Case((-2, 8), label="a negative size"),
+    ]
+    for _ in range(4):
+        cases.append(Case((rng.randint(2, 999), rng.randint(2, 4999)), label="random sizes"))
+    return cases
+
+
+def _count_no_biases(d_model: int, d_mlp: int) -> int:
+    if d_model < 1 or d_mlp < 1:
+        raise ValueError("sizes")
+    return 2 * d_model * d_mlp
+
+
+def _count_one_matrix(d_model: int, d_mlp: int) -> int:
+    if d_model < 1 or d_mlp < 1:
+        raise ValueError("sizes")
+    return d_model * d_mlp + d_mlp + d_model
+
+
+# --- 7. SwiGLU --------------------------------------------------------------------------------
+
+
+def _swiglu_weights(g: torch.Generator, d_model: int, d_mlp: int) -> dict[str, torch.Tensor]:
+    return {
+        "W_gate": torch.randn(d_model, d_mlp, generator=g) * 0.3,
+        "W_up": torch.randn(d_model, d_mlp, generator=g) * 0.3,
+        "W_down": torch.randn(d_mlp, d_model, generator=g) * 0.3,
+    }
+
+
+def _cases_SwiGLU(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    for label in ("d_mlp given", "other sizes"):
+        s = _sizes(rng)
+        d_mlp = rng.randint(12, 20)
+        x = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
+        cotangent = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
+        cases.append(module_case({"d_model": s["d_model"], "d_mlp": d_mlp}, _swiglu_weights(g, s["d_model"], d_mlp), (x,), cotangent, label))
+    # LLaMA's rule: int(8 d_model / 3), rounded up to a multiple of 256
+    for d_model, d_mlp in ((96, 256), (100, 512)):
+        x = torch.randn(2, 3, d_model, generator=g)
+        cotangent = torch.randn(2, 3, d_model, generator=g)
+        cases.append(module_case({"d_model": d_model}, _swiglu_weights(g, d_model, d_mlp), (x,), cotangent, f"the default d_mlp for d_model={d_model}"))
+    meta = module_case(*cases[0].args, label="the meta device (finds tensors made without device=)")
+    meta.device = "meta"
+    cases.append(meta)
+    wrong = torch.randn(2, 4, 11, generator=g)
+    case = module_case({"d_model": 8, "d_mlp": 16}, _swiglu_weights(g, 8, 16), (wrong,), torch.randn(2, 4, 8, generator=g), "x whose last axis is not d_model")
+    case.mentions = ("11", "8")
+    cases.append(case)
+    cases.append(init_case({"d_model": 300, "d_mlp": 400}, "the initial weights: N(0, 0.02^2)", seed))
+    return cases
+
+
+class _SwiGLUBase(torch.nn.Module):
+    round_up = True
+
+    def __init__(self, d_model: int, d_mlp: int | None = None):
+        super().__init__()
+        self.d_model = d_model
+        if d_mlp is None:
+            d_mlp = int(2 * 4 * d_model / 3)
+            if self.round_up:
+                d_mlp = 256 * ((d_mlp + 255) // 256)
+        self.W_gate = torch.nn.Parameter(torch.randn(d_model, d_mlp) * 0.02)
+        self.W_up = torch.nn.Parameter(torch.randn(d_model, d_mlp) * 0.02)
+        self.W_down = torch.nn.Parameter(torch.randn(d_mlp, d_model) * 0.02)
+
+    def check(self, x: torch.Tensor) -> None:
+        if x.shape[-1] != self.d_model:
+            raise ValueError(f"x has {x.shape[-1]} features, expected d_model = {self.d_model}")
+
+    def forward(self, x):
+        self.check(x)
+        gate, up = x @ self.W_gate, x @ self.W_up
+        return (gate * torch.sigmoid(gate) * up) @ self.W_down
+
+
+class _SwiGLUSiluOnUp(_SwiGLUBase):
+    def forward(self, x):
+        self.check(x)
+        gate, up = x @ self.W_gate, x @ self.W_up
+        return (gate * up * torch.sigmoid(up)) @ self.W_down
+
+
+class _SwiGLUSigmoid(_SwiGLUBase):
+    def forward(self, x):
+        self.check(x)
+        gate, up = x @ self.W_gate, x @ self.W_up
+        return (torch.sigmoid(gate) * up) @ self.W_down
+
+
+class _SwiGLUNoRounding(_SwiGLUBase):
+    round_up = False
+
+
+# ----------------------------------------------------------------------------------------------
+
+_MODULE_DIMS = ("batch", "seq", "d_model")
+
+SPECS = [
+    Spec(
+        name="relu",
+        chapter=CHAPTER,
+        reference=ref.relu,
+        make_cases=_cases_activation,
+        mistakes=[Mistake("leaky", "ReLU is exactly 0 for negative inputs, not a small slope.", _relu_leaky)],
+    ),
+    Spec(
+        name="gelu_exact",
+        chapter=CHAPTER,
+        reference=ref.gelu_exact,
+        make_cases=_cases_activation,
+        mistakes=[
+            Mistake("tanh form", _TANH_NOT_EXACT, _gelu_tanh_form),
+            Mistake("erf without sqrt(2)", "Phi(x) = (1 + erf(x / sqrt(2))) / 2: the error function takes x / sqrt(2).", _gelu_erf_without_root2),
+        ],
+    ),
+    Spec(
+        name="gelu_tanh",
+        chapter=CHAPTER,
+        reference=ref.gelu_tanh,
+        make_cases=_cases_activation,
+        mistakes=[
+            Mistake("exact form", _EXACT_NOT_TANH, _gelu_exact_form),
+            Mistake("no cubic term", "the tanh's argument has a cubic term: x + 0.044715 x^3.", lambda x: _gelu_tanh_form(x, k=0.0)),
+            Mistake("no sqrt(2/pi)", "the tanh's argument is scaled by sqrt(2 / pi).", lambda x: _gelu_tanh_form(x, c=1.0)),
+            Mistake("scale on x only", "sqrt(2 / pi) multiplies the whole bracket, the cubic term included.", lambda x: _gelu_tanh_form(x, whole=False)),
+        ],
+    ),
+    Spec(
+        name="MLP",
+        chapter=CHAPTER,
+        reference=ref.MLP,
+        make_cases=_cases_MLP,
+        driver=module_driver,
+        dims=_MODULE_DIMS,
+        mistakes=[
+            Mistake("exact GELU", "the MLP uses GPT-2's activation, the tanh approximation of GELU, not the exact one.", _MLPExactGelu),
+            Mistake("activation after", "the activation goes between the two layers: act(x W_in + b_in) W_out + b_out.", _MLPActAfter),
+            Mistake("no b_in", "add b_in before the activation.", _MLPNoInBias),
+            Mistake("no b_out", "add b_out after the second layer.", _MLPNoOutBias),
+            Mistake("d_mlp", "d_mlp defaults to 4 * d_model (the usual width, Vaswani et al. 2017).", _MLPTwice),
+        ],
+        points=2,
+    ),
+    Spec(
+        name="changed_positions",
+        chapter=CHAPTER,
+        reference=ref.changed_positions,
+        make_cases=_cases_changed_positions,
+        driver=probe_driver,
+        dims=("batch", "seq"),
+        mistakes=[
+            Mistake("assumed position-wise", "run the module on both inputs and compare: the answer depends on the module, and a mixing one changes other positions too.", _changed_only_there),
+            Mistake("assumed causal", "run the module on both inputs and compare: not every module only looks backwards.", _changed_only_after),
+        ],
+    ),
+    Spec(
+        name="mlp_param_count",
+        chapter=CHAPTER,
+        reference=ref.mlp_param_count,
+        make_cases=_cases_mlp_param_count,
+        mistakes=[
+            Mistake("no biases", "count the biases too: b_in has d_mlp numbers and b_out d_model.", _count_no_biases),
+            Mistake("one matrix", "there are two weight matrices, W_in and W_out.", _count_one_matrix),
+        ],
+    ),
+    Spec(
+        name="SwiGLU",
+        chapter=CHAPTER,
+        reference=ref.SwiGLU,
+        make_cases=_cases_SwiGLU,
+        driver=module_driver,
+        dims=_MODULE_DIMS,
+        mistakes=[
+            Mistake("silu on up", "SiLU goes on the gate, x W_gate; x W_up is multiplied in as it is.", _SwiGLUSiluOnUp),
+            Mistake("sigmoid", "the gate is silu(z) = z * sigmoid(z), not sigmoid(z) alone.", _SwiGLUSigmoid),
+            Mistake("no rounding", "LLaMA rounds int(8 d_model / 3) up to a multiple of 256.", _SwiGLUNoRounding),
+        ],
+        points=2,
+        max_output_items=200_000,  # the default width needs d_model near 100 to round to 256 and 512
+    ),
+]
