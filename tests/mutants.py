@@ -58,11 +58,11 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "a and b are (n, d) matrices: dim=1 and dim=-1 are the same axis",
     ("cosine_similarity", "line 12: drop the unary USub"):
         "a and b are (n, d) matrices: dim=1 and dim=-1 are the same axis",
-    ("relu", "line 3: swap the first two arguments of a call"):
+    ("relu", "line 3: swap the first two arguments of maximum()"):
         "torch.maximum is symmetric: maximum(x, 0) and maximum(0, x) are the same numbers",
     ("changed_positions", "line 14: swap `before = module(x)` with the next statement"):
         "x.clone() does not change x: the module sees the same input in either order",
-    ("changed_positions", "line 16: Add -> Sub"):
+    ("changed_positions", "line 16: Add -> Sub in `perturbed[:, position] += 1.0`"):
         "subtracting 1 instead of adding it changes the same positions (any non-zero change does)",
     ("changed_positions", "line 16: constant 1.0 -> 2.0"):
         "a change of 2 instead of 1 changes the same positions (any non-zero change does)",
@@ -71,6 +71,29 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("SwiGLU", "line 21: constant 1 -> 2"):
         "int(8 d_model / 3) is never 1 more than a multiple of 256 for an integer d_model "
         "(8 d_model would have to be 3 to 5 more than a multiple of 768), so the rounding is the same",
+    ("attention_scores", "line 14: swap the first two arguments of transpose()"):
+        "transpose(-2, -1) and transpose(-1, -2) swap the same two axes",
+    ("split_heads", "line 14: swap the first two arguments of transpose()"):
+        "transpose(1, 2) and transpose(2, 1) swap the same two axes",
+    ("merge_heads", "line 8: swap the first two arguments of transpose()"):
+        "transpose(1, 2) and transpose(2, 1) swap the same two axes",
+    ("scaled_dot_product_attention", "line 19: swap `if causal:` with the next statement"):
+        "the causal and the padding mask both only fill scores with -inf: their order does not matter",
+    ("Attention", "line 13: swap `super().__init__()` with the next statement"):
+        "the next statement only checks its arguments and raises; it touches no module state",
+    ("Attention", "line 48: Add -> Sub in `k + self.b_K[:, None, :]`"):
+        "a key bias adds q . b_K to every score of a query alike; the softmax ignores a constant "
+        "shift, so b_K changes neither the output nor any gradient (its own gradient is 0 either way)",
+    ("forward_cached", "line 14: Add -> Sub in `k + attn.b_K[:, None, :]`"):
+        "the key bias shifts every score of a query alike, which the softmax ignores (as in Attention)",
+    ("KVCache", "line 11: delete `self.v: torch.Tensor | None = None`"):
+        "update sets k and v together the first time; v is never read before that",
+    ("KVCache", "line 21: drop the unary USub"):
+        "keys are (batch, n_heads, seq, d_head): axis 2 is axis -2",
+    ("KVCache", "line 22: drop the unary USub"):
+        "values are (batch, n_heads, seq, d_head): axis 2 is axis -2",
+    ("KVCache", "line 27: drop the unary USub"):
+        "keys are (batch, n_heads, seq, d_head): axis 2 is axis -2",
     ("nearest_neighbours", "line 11: constant 0 -> -1"):
         "the similarities have shape (1, d_vocab): row 0 and row -1 are the same row",
 }
@@ -218,7 +241,8 @@ def _sites(tree: ast.AST) -> list[tuple[str, Callable[[ast.AST], None], ast.AST]
             continue
         if isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in _BINOP_SWAPS:
             new = _BINOP_SWAPS[type(node.op)]
-            add(node, f"{type(node.op).__name__} -> {new.__name__}", lambda n, new=new: setattr(n, "op", new()))
+            # the expression is named too: one line may hold several operators of a kind
+            add(node, f"{type(node.op).__name__} -> {new.__name__} in `{_short(node)}`", lambda n, new=new: setattr(n, "op", new()))
         if isinstance(node, ast.Compare):
             for k, op in enumerate(node.ops):
                 if type(op) in _CMP_SWAPS:
@@ -251,7 +275,8 @@ def _sites(tree: ast.AST) -> list[tuple[str, Callable[[ast.AST], None], ast.AST]
             add(node, f".{node.attr} -> .{new_attr}", lambda n, na=new_attr: setattr(n, "attr", na))
         if (isinstance(node, ast.Call) and len(node.args) >= 2 and not any(isinstance(a, ast.Starred) for a in node.args[:2])
                 and ast.dump(node.args[0]) != ast.dump(node.args[1])):  # swapping equal arguments changes nothing
-            add(node, "swap the first two arguments of a call", lambda n: n.args.__setitem__(slice(0, 2), [n.args[1], n.args[0]]))
+            callee = node.func.attr if isinstance(node.func, ast.Attribute) else ast.unparse(node.func)
+            add(node, f"swap the first two arguments of {callee}()", lambda n: n.args.__setitem__(slice(0, 2), [n.args[1], n.args[0]]))
         if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice):
             s = node.slice
             for part in ("lower", "upper"):
@@ -278,6 +303,11 @@ def _drop_unary(node: ast.UnaryOp) -> None:
     else:
         node.op = ast.Not()
         node.operand = ast.UnaryOp(op=ast.Not(), operand=node.operand)
+
+
+def _short(node: ast.AST) -> str:
+    text = ast.unparse(node)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _first_line(stmt: ast.stmt) -> str:

@@ -75,11 +75,15 @@ def test_results_stay_within_the_declared_output_budget(spec):
 
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.dims and len(set(s.dims)) == len(s.dims)], ids=lambda s: s.name)
 def test_every_dimension_gets_its_own_size(spec):
-    # a swapped axis must show as a wrong shape, so no two named dimensions share a size
+    # a swapped axis must show as a wrong shape: in most cases no two named dimensions share a
+    # size (a square case, seq_q = seq_k, is there on purpose, but never alone)
+    shapes = []
     for want in expected_outcomes(spec, spec.make_cases(0), "cpu"):
         value = want.value["output"] if isinstance(want.value, dict) and "output" in want.value else want.value
-        if isinstance(value, torch.Tensor) and value.dim() == len(spec.dims) and value.numel():
-            assert len(set(value.shape)) == len(value.shape), (spec.name, tuple(value.shape))
+        if isinstance(value, torch.Tensor) and value.dim() == len(spec.dims) and value.numel() and value.device.type != "meta":
+            shapes.append(tuple(value.shape))
+    distinct = [s for s in shapes if len(set(s)) == len(s)]
+    assert shapes and len(distinct) >= len(shapes) / 2, (spec.name, shapes)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")

@@ -24,6 +24,7 @@ import sys
 from typing import Any, Callable, Iterator, Optional
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from solutions.checks.outcome import Case
 
@@ -45,26 +46,31 @@ def init_case(init: dict, label: str = "the initial weights", seed: int = 0) -> 
     With a large config (tens of thousands of numbers per parameter) the sample statistics of a
     right initialisation round to the stated ones (3 decimals; the rounding boundary is more than
     five standard errors away), so the check compares them exactly; a wrong scale, a wrong mean or
-    no initialisation at all (``torch.empty``) shows. The module is also built under a second
-    seed: a random initialisation changes with it, uninitialised memory does not.
+    no initialisation at all (``torch.empty`` gives NaN while the case runs) shows. The module is
+    also built under a second seed: a random initialisation changes with it.
     """
     return Case((dict(init), None, None, None), label=label, seed=seed)
 
 
+class _EmptyIsNaN(TorchFunctionMode):
+    """Makes torch.empty (and its kin) return NaN instead of whatever memory held before, so a
+    parameter that is never initialised shows as NaN, not as the numbers of the last module."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (torch.empty, torch.empty_like, torch.Tensor.new_empty) and isinstance(out, torch.Tensor) and out.is_floating_point():
+            with torch.no_grad():
+                out.fill_(float("nan"))
+        return out
+
+
 def _initialisation(cls: Any, init: dict) -> dict:
-    """Each parameter's rounded mean and standard deviation, and whether it changes with the seed."""
-    # Memory a tensor has just freed is often handed to the next tensor of the same size, so a
-    # parameter left uninitialised (torch.empty) could show the numbers of the module built
-    # before it. Fill that memory with NaN first, and build twice under two seeds.
-    sizing = cls(**init)
-    sizes = [p.numel() for p in sizing.parameters()]
-    del sizing
-    poison = [torch.full((n,), float("nan")) for n in sizes for _ in range(2)]  # all alive at once
-    del poison
+    """Each parameter's rounded statistics, and whether it changes with the seed."""
     seed = torch.initial_seed()
-    first = cls(**init)
-    torch.manual_seed(seed + 1)
-    second = cls(**init)
+    with _EmptyIsNaN():
+        first = cls(**init)
+        torch.manual_seed(seed + 1)
+        second = cls(**init)
     moved = {
         n: not torch.equal(p.detach(), q.detach())
         for (n, p), (_, q) in zip(first.named_parameters(), second.named_parameters())

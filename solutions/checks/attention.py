@@ -1,0 +1,471 @@
+"""Check specs for chapter 3, attention: one :class:`Spec` per exercise, in notebook order.
+
+Inputs come from a ``torch.Generator`` seeded by the check's seed, on the CPU. Every axis gets
+its own size (batch 2-3, n_heads 4-5, seq_q 6-7, seq_k 8-9, d_head 10-12), so swapped queries and
+keys or a wrong split of the heads show as a wrong shape or wrong numbers; masks are tried with
+seq_q = seq_k and with fewer queries than keys (a KV cache), and padding only on the right, so
+that no query is left with nothing to attend to.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+import torch.nn.functional as F
+
+from solutions import attention as ref
+from solutions.checks.core import Case, Mistake, Spec
+from solutions.checks.modules import init_case, module_case, module_driver
+from solutions.checks.objects import cache_case, cache_driver, decoding_case, decoding_driver
+
+CHAPTER = "03_attention"
+_HEADS = ("batch", "n_heads")
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _sizes(rng: random.Random) -> dict[str, int]:
+    return {"batch": rng.randint(2, 3), "n_heads": rng.randint(4, 5), "seq_q": rng.randint(6, 7),
+            "seq_k": rng.randint(8, 9), "d_head": rng.randint(10, 12)}
+
+
+def _qkv(g: torch.Generator, s: dict, seq_q: int, seq_k: int) -> tuple[torch.Tensor, ...]:
+    q = torch.randn(s["batch"], s["n_heads"], seq_q, s["d_head"], generator=g)
+    k = torch.randn(s["batch"], s["n_heads"], seq_k, s["d_head"], generator=g)
+    v = torch.randn(s["batch"], s["n_heads"], seq_k, s["d_head"], generator=g)
+    return q, k, v
+
+
+# --- the step-by-step functions, and the wrong ways to write them ------------------------------
+
+
+def _scores_unscaled(q, k):
+    return q @ k.transpose(-2, -1)
+
+
+def _scores_by_d_head(q, k):
+    return q @ k.transpose(-2, -1) / q.shape[-1]
+
+
+def _scores_swapped(q, k):
+    return k @ q.transpose(-2, -1) / math.sqrt(q.shape[-1])
+
+
+def _allowed(seq_q: int, seq_k: int, device, diagonal_shift: int = 0, top_left: bool = False) -> torch.Tensor:
+    ones = torch.ones(seq_q, seq_k, dtype=torch.bool, device=device)
+    return torch.tril(ones, diagonal=(0 if top_left else seq_k - seq_q) + diagonal_shift)
+
+
+def _mask_variant(fill: float = float("-inf"), diagonal_shift: int = 0, top_left: bool = False):
+    def mask(scores):
+        seq_q, seq_k = scores.shape[-2:]
+        if seq_q > seq_k:
+            raise ValueError(f"seq_q = {seq_q} > seq_k = {seq_k}")
+        return scores.masked_fill(~_allowed(seq_q, seq_k, scores.device, diagonal_shift, top_left), fill)
+
+    return mask
+
+
+_mask_zero = _mask_variant(fill=0.0)
+_mask_hides_self = _mask_variant(diagonal_shift=-1)
+_mask_sees_next = _mask_variant(diagonal_shift=1)
+_mask_top_left = _mask_variant(top_left=True)
+
+
+def _pattern_over_queries(scores):
+    return scores.softmax(dim=-2)
+
+
+def _sdpa_variant(scale: bool = True, fill: float = float("-inf"), after_softmax: bool = False,
+                  query_softmax: bool = False, padding_kept: bool = False):
+    def attend(q, k, v, causal=True, key_padding_mask=None):
+        scores = q @ k.transpose(-2, -1)
+        if scale:
+            scores = scores / math.sqrt(q.shape[-1])
+        seq_q, seq_k = scores.shape[-2:]
+        blocked = torch.zeros(seq_q, seq_k, dtype=torch.bool, device=q.device)
+        if causal:
+            blocked = ~_allowed(seq_q, seq_k, q.device)
+        if key_padding_mask is not None:
+            padding = ~key_padding_mask if padding_kept else key_padding_mask
+            blocked = blocked | padding[:, None, None, :]
+        if after_softmax:
+            pattern = scores.softmax(dim=-1).masked_fill(blocked, 0.0)
+        else:
+            pattern = scores.masked_fill(blocked, fill).softmax(dim=-2 if query_softmax else -1)
+        return pattern @ v
+
+    return attend
+
+
+def _split_view_only(x, n_heads):
+    batch, seq, d_model = x.shape
+    if d_model % n_heads:
+        raise ValueError("not divisible")
+    return x.reshape(batch, n_heads, seq, d_model // n_heads)
+
+
+def _merge_reshape_only(x):
+    batch, n_heads, seq, d_head = x.shape
+    return x.reshape(batch, seq, n_heads * d_head)
+
+
+# --- cases ------------------------------------------------------------------------------------
+
+
+def _cases_attention_scores(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    for label in ("(batch, n_heads, seq, d_head)", "other sizes"):
+        s = _sizes(rng)
+        q, k, _ = _qkv(g, s, s["seq_q"], s["seq_k"])
+        cases.append(Case((q, k), label=label))
+    cases.append(Case((torch.randn(7, 5, generator=g), torch.randn(9, 5, generator=g)), label="one head: (seq, d_head)"))
+    cases.append(Case((torch.randn(2, 6, 16, generator=g).double(), torch.randn(2, 6, 16, generator=g).double()), label="float64, seq_q = seq_k"))
+    return cases
+
+
+def _cases_causal_mask(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    s = _sizes(rng)
+    cases = [
+        Case((torch.randn(s["batch"], s["n_heads"], 7, 7, generator=g),), label="seq_q = seq_k"),
+        Case((torch.randn(s["batch"], s["n_heads"], 6, 9, generator=g),), label="fewer queries than keys: they are the last positions"),
+        Case((torch.randn(2, 1, 9, generator=g),), label="one new query (a KV cache)"),
+        Case((torch.randn(5, 5, generator=g),), label="a single (seq, seq) matrix"),
+    ]
+    case = Case((torch.randn(2, 6, 4, generator=g),), label="more queries than keys", mentions=("6", "4"))
+    cases.append(case)
+    meta = Case((torch.randn(2, 3, 6, 6, generator=g),), label="the meta device (finds tensors made without device=)")
+    meta.device = "meta"
+    cases.append(meta)
+    return cases
+
+
+def _cases_attention_pattern(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    s = _sizes(rng)
+    scores = torch.randn(s["batch"], s["n_heads"], s["seq_q"], s["seq_k"], generator=g)
+    masked = ref.causal_mask(torch.randn(2, 3, 6, 6, generator=g))
+    return [
+        Case((scores,), label="(batch, n_heads, seq_q, seq_k)"),
+        Case((masked,), label="causally masked scores (-inf above the diagonal)"),
+        Case((1000 * torch.randn(2, 5, 8, generator=g),), label="large scores: exp would overflow"),
+        Case((torch.randn(3, 9, generator=g).double(),), label="float64"),
+    ]
+
+
+def _cases_attention_output(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    s = _sizes(rng)
+    pattern = torch.randn(s["batch"], s["n_heads"], s["seq_q"], s["seq_k"], generator=g).softmax(-1)
+    v = torch.randn(s["batch"], s["n_heads"], s["seq_k"], s["d_head"], generator=g)
+    square = ref.causal_mask(torch.randn(2, 6, 6, generator=g)).softmax(-1)
+    return [
+        Case((pattern, v), label="(batch, n_heads, seq_q, seq_k) and (batch, n_heads, seq_k, d_head)"),
+        Case((square, torch.randn(2, 6, 11, generator=g)), label="a causal pattern"),
+    ]
+
+
+def _padding(batch: int, seq_k: int, rng: random.Random) -> torch.Tensor:
+    """True where a key is padding: the last few positions of some sequences (never all)."""
+    mask = torch.zeros(batch, seq_k, dtype=torch.bool)
+    for b in range(batch):
+        n = rng.randint(0, seq_k // 2)
+        if n:
+            mask[b, seq_k - n:] = True
+    mask[0, -1] = True  # at least one padded key
+    return mask
+
+
+def _cases_sdpa(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    s = _sizes(rng)
+    q, k, v = _qkv(g, s, 7, 7)
+    cases.append(Case((q, k, v), label="causal self-attention"))
+    cases.append(Case((q, k, v, False), label="bidirectional (causal=False)"))
+    q, k, v = _qkv(g, s, 3, s["seq_k"])
+    cases.append(Case((q, k, v, True), label="causal, fewer queries than keys"))
+    q, k, v = _qkv(g, s, 7, 7)
+    cases.append(Case((q, k, v, True, _padding(s["batch"], 7, rng)), label="causal with padding on the right"))
+    q, k, v = _qkv(g, s, s["seq_q"], s["seq_k"])
+    cases.append(Case((q, k, v, False, _padding(s["batch"], s["seq_k"], rng)), label="bidirectional with padding (cross-attention)"))
+    return cases
+
+
+def _cases_split_heads(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    for n_heads, d_head in ((3, 4), (4, 5), (rng.randint(2, 3), rng.randint(6, 7))):
+        cases.append(Case((torch.randn(2, rng.randint(8, 9), n_heads * d_head, generator=g), n_heads), label=f"n_heads={n_heads}"))
+    cases.append(Case((torch.randn(2, 5, 10, generator=g), 3), label="d_model not divisible by n_heads"))
+    return cases
+
+
+def _cases_merge_heads(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    return [Case((torch.randn(2, n, rng.randint(6, 7), d, generator=g),), label=f"{n} heads of {d}") for n, d in ((3, 4), (4, 5), (5, 8))]
+
+
+def _attention_weights(g: torch.Generator, d_model: int, n_heads: int) -> dict[str, torch.Tensor]:
+    d_head = d_model // n_heads
+    return {
+        "W_Q": torch.randn(n_heads, d_model, d_head, generator=g) * 0.3,
+        "W_K": torch.randn(n_heads, d_model, d_head, generator=g) * 0.3,
+        "W_V": torch.randn(n_heads, d_model, d_head, generator=g) * 0.3,
+        "W_O": torch.randn(n_heads, d_head, d_model, generator=g) * 0.3,
+        "b_Q": torch.randn(n_heads, d_head, generator=g) * 0.3,
+        "b_K": torch.randn(n_heads, d_head, generator=g) * 0.3,
+        "b_V": torch.randn(n_heads, d_head, generator=g) * 0.3,
+        "b_O": torch.randn(d_model, generator=g) * 0.3,
+    }
+
+
+def _cases_Attention(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    d_model, n_heads = 12, 3  # d_head = 4; batch 2, seq 7, seq_kv 5: all different
+    w = _attention_weights(g, d_model, n_heads)
+    x = torch.randn(2, 7, d_model, generator=g)
+    cot = torch.randn(2, 7, d_model, generator=g)
+    context = torch.randn(2, 9, d_model, generator=g)  # longer than x: a causal mask would hide some of it
+    for fused in (False, True):
+        name = "fused" if fused else "step by step"
+        cases.append(module_case({"d_model": d_model, "n_heads": n_heads, "fused": fused}, w, (x,), cot, f"causal, {name}"))
+        cases.append(module_case({"d_model": d_model, "n_heads": n_heads, "causal": False, "fused": fused}, w, (x,), cot, f"bidirectional, {name}"))
+        cases.append(module_case({"d_model": d_model, "n_heads": n_heads, "fused": fused}, w, (x, context), cot, f"cross-attention, {name}"))
+        cases.append(module_case({"d_model": d_model, "n_heads": n_heads, "fused": fused}, w, (x, None, _padding(2, 7, rng)), cot, f"causal with padding, {name}"))
+    w = _attention_weights(g, 20, 4)
+    x = torch.randn(3, 6, 20, generator=g)
+    cases.append(module_case({"d_model": 20, "n_heads": 4}, w, (x,), torch.randn(3, 6, 20, generator=g), "other sizes"))
+    meta = module_case(*cases[0].args, label="the meta device (finds tensors made without device=)")
+    meta.device = "meta"
+    cases.append(meta)
+    cases.append(module_case({"d_model": 10, "n_heads": 3}, {}, (torch.randn(1, 2, 10, generator=g),), None, "d_model not divisible by n_heads"))
+    cases.append(init_case({"d_model": 240, "n_heads": 4}, "the initial parameters: N(0, 0.02^2) weights, zero biases", seed))
+    return cases
+
+
+class _AttentionVariant(ref.Attention):
+    """The reference module with its attention step replaced by a wrong one."""
+
+    attend = staticmethod(ref.scaled_dot_product_attention)
+
+    def forward(self, x, context=None, key_padding_mask=None):
+        source = x if context is None else context
+        q = torch.einsum("bsm,hmd->bhsd", x, self.W_Q) + self.b_Q[:, None, :]
+        k = torch.einsum("bsm,hmd->bhsd", source, self.W_K) + self.b_K[:, None, :]
+        v = torch.einsum("bsm,hmd->bhsd", source, self.W_V) + self.b_V[:, None, :]
+        z = type(self).attend(q, k, v, self.causal and context is None, key_padding_mask)
+        return torch.einsum("bhsd,hdm->bsm", z, self.W_O) + self.b_O
+
+
+def _attention_with(attend, name: str):
+    variant = type(name, (_AttentionVariant,), {"attend": staticmethod(attend)})
+    variant.__name__ = "Attention"
+    return variant
+
+
+class _AttentionNoBias(_AttentionVariant):
+    def forward(self, x, context=None, key_padding_mask=None):
+        return super().forward(x, context, key_padding_mask) - self.b_O
+
+
+class _AttentionCausalAcross(_AttentionVariant):
+    def forward(self, x, context=None, key_padding_mask=None):
+        source = x if context is None else context
+        q = torch.einsum("bsm,hmd->bhsd", x, self.W_Q) + self.b_Q[:, None, :]
+        k = torch.einsum("bsm,hmd->bhsd", source, self.W_K) + self.b_K[:, None, :]
+        v = torch.einsum("bsm,hmd->bhsd", source, self.W_V) + self.b_V[:, None, :]
+        z = ref.scaled_dot_product_attention(q, k, v, self.causal and q.shape[-2] <= k.shape[-2], key_padding_mask)
+        return torch.einsum("bhsd,hdm->bsm", z, self.W_O) + self.b_O
+
+
+def _cases_KVCache(seed: int) -> list[Case]:
+    g = _gen(seed)
+
+    def kv(n):
+        return torch.randn(2, 3, n, 4, generator=g), torch.randn(2, 3, n, 4, generator=g)
+
+    return [
+        cache_case([kv(5), kv(1), kv(1)], label="a prompt of 5, then one token at a time"),
+        cache_case([kv(1)], label="one update"),
+        cache_case([kv(2), kv(3), kv(1), kv(4)], label="pieces of several lengths"),
+    ]
+
+
+class _CacheKeepsLast:
+    def __init__(self):
+        self.k = self.v = None
+
+    def update(self, k_new, v_new):
+        self.k, self.v = k_new, v_new
+        return self.k, self.v
+
+    def __len__(self):
+        return 0 if self.k is None else self.k.shape[-2]
+
+
+def _cases_forward_cached(seed: int) -> list[Case]:
+    g = _gen(seed)
+    w = _attention_weights(g, 12, 3)
+    x = torch.randn(2, 9, 12, generator=g)
+    cases = [
+        decoding_case(w, x, [1] * 9, label="one token at a time"),
+        decoding_case(w, x, [5, 1, 1, 1, 1], label="a prompt of 5, then one token at a time"),
+        decoding_case(w, x, [9], label="the whole sequence at once"),
+        decoding_case(w, x, [3, 4, 2], label="pieces of several lengths"),
+    ]
+    w = _attention_weights(g, 20, 4)
+    cases.append(decoding_case(w, torch.randn(3, 6, 20, generator=g), [2, 1, 3], label="other sizes"))
+    return cases
+
+
+def _cached_without_offset(attn, x_new, cache):
+    # the new queries are treated as the first positions: the top-left mask of is_causal
+    q = torch.einsum("bsm,hmd->bhsd", x_new, attn.W_Q) + attn.b_Q[:, None, :]
+    k = torch.einsum("bsm,hmd->bhsd", x_new, attn.W_K) + attn.b_K[:, None, :]
+    v = torch.einsum("bsm,hmd->bhsd", x_new, attn.W_V) + attn.b_V[:, None, :]
+    k, v = cache.update(k, v)
+    z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return torch.einsum("bhsd,hdm->bsm", z, attn.W_O) + attn.b_O
+
+
+def _cached_new_keys_only(attn, x_new, cache):
+    # forgets the cache: attends to the new positions only
+    q = torch.einsum("bsm,hmd->bhsd", x_new, attn.W_Q) + attn.b_Q[:, None, :]
+    k = torch.einsum("bsm,hmd->bhsd", x_new, attn.W_K) + attn.b_K[:, None, :]
+    v = torch.einsum("bsm,hmd->bhsd", x_new, attn.W_V) + attn.b_V[:, None, :]
+    cache.update(k, v)
+    z = ref.scaled_dot_product_attention(q, k, v, causal=True)
+    return torch.einsum("bhsd,hdm->bsm", z, attn.W_O) + attn.b_O
+
+
+# ----------------------------------------------------------------------------------------------
+
+_NO_SCALE = "divide the scores by sqrt(d_head): without it their variance grows with d_head and the softmax saturates."
+_BY_D_HEAD = "divide by the square root of d_head, not by d_head itself."
+_SWAPPED = "rows are queries and columns are keys: scores[i, j] = q_i . k_j, so q @ k^T."
+_ZERO_FILL = "fill masked scores with -inf, not 0: exp(0) = 1 still gives a masked key weight."
+_AFTER_SOFTMAX = "mask the scores before the softmax; zeroing the pattern afterwards leaves rows that no longer sum to 1."
+_QUERY_AXIS = "the softmax runs over the keys (the last axis): each query's weights sum to 1."
+_TOP_LEFT = "the queries are the last seq_q of the seq_k positions (query i sits at seq_k - seq_q + i), not the first."
+
+SPECS = [
+    Spec(
+        name="attention_scores",
+        chapter=CHAPTER,
+        reference=ref.attention_scores,
+        make_cases=_cases_attention_scores,
+        dims=_HEADS + ("seq_q", "seq_k"),
+        mistakes=[
+            Mistake("no scale", _NO_SCALE, _scores_unscaled),
+            Mistake("by d_head", _BY_D_HEAD, _scores_by_d_head),
+            Mistake("swapped", _SWAPPED, _scores_swapped),
+        ],
+    ),
+    Spec(
+        name="causal_mask",
+        chapter=CHAPTER,
+        reference=ref.causal_mask,
+        make_cases=_cases_causal_mask,
+        dims=_HEADS + ("seq_q", "seq_k"),
+        mistakes=[
+            Mistake("zero", _ZERO_FILL, _mask_zero),
+            Mistake("hides itself", "a query may attend to its own position: the diagonal stays unmasked.", _mask_hides_self),
+            Mistake("sees the next", "the key right after a query's position is the future: mask it too.", _mask_sees_next),
+            Mistake("top-left", _TOP_LEFT, _mask_top_left),
+        ],
+    ),
+    Spec(
+        name="attention_pattern",
+        chapter=CHAPTER,
+        reference=ref.attention_pattern,
+        make_cases=_cases_attention_pattern,
+        mistakes=[Mistake("query axis", _QUERY_AXIS, _pattern_over_queries)],
+    ),
+    Spec(
+        name="attention_output",
+        chapter=CHAPTER,
+        reference=ref.attention_output,
+        make_cases=_cases_attention_output,
+        dims=_HEADS + ("seq_q", "d_head"),
+    ),
+    Spec(
+        name="scaled_dot_product_attention",
+        chapter=CHAPTER,
+        reference=ref.scaled_dot_product_attention,
+        make_cases=_cases_sdpa,
+        dims=_HEADS + ("seq_q", "d_head"),
+        uses={f.__name__: f for f in (ref.attention_scores, ref.causal_mask, ref.attention_pattern, ref.attention_output)},
+        mistakes=[
+            Mistake("no scale", _NO_SCALE, _sdpa_variant(scale=False)),
+            Mistake("zero", _ZERO_FILL, _sdpa_variant(fill=0.0)),
+            Mistake("after softmax", _AFTER_SOFTMAX, _sdpa_variant(after_softmax=True)),
+            Mistake("query axis", _QUERY_AXIS, _sdpa_variant(query_softmax=True)),
+            Mistake("padding kept", "key_padding_mask is True where a key is padding: those keys are the ones to hide.", _sdpa_variant(padding_kept=True)),
+        ],
+    ),
+    Spec(
+        name="split_heads",
+        chapter=CHAPTER,
+        reference=ref.split_heads,
+        make_cases=_cases_split_heads,
+        dims=("batch", "n_heads", "seq", "d_head"),
+        mistakes=[Mistake("view only", "a view straight to (batch, n_heads, seq, d_head) cuts the memory into blocks of positions: view as (batch, seq, n_heads, d_head), then transpose.", _split_view_only)],
+    ),
+    Spec(
+        name="merge_heads",
+        chapter=CHAPTER,
+        reference=ref.merge_heads,
+        make_cases=_cases_merge_heads,
+        dims=("batch", "seq", "d_model"),
+        mistakes=[Mistake("reshape only", "move the heads back behind seq (transpose) before joining them: a reshape alone mixes positions.", _merge_reshape_only)],
+    ),
+    Spec(
+        name="Attention",
+        chapter=CHAPTER,
+        reference=ref.Attention,
+        make_cases=_cases_Attention,
+        driver=module_driver,
+        dims=("batch", "seq", "d_model"),
+        uses={f.__name__: f for f in (ref.attention_scores, ref.causal_mask, ref.attention_pattern,
+                                      ref.attention_output, ref.scaled_dot_product_attention,
+                                      ref.split_heads, ref.merge_heads, ref.fused_attention)},
+        mistakes=[
+            Mistake("no scale", _NO_SCALE, _attention_with(_sdpa_variant(scale=False), "NoScale")),
+            Mistake("after softmax", _AFTER_SOFTMAX, _attention_with(_sdpa_variant(after_softmax=True), "After")),
+            Mistake("no b_O", "add the output bias b_O after summing the heads through W_O.", _AttentionNoBias),
+            Mistake("causal across", "the causal mask is for self-attention only: with a context, every query sees every key of it.", _AttentionCausalAcross),
+        ],
+        points=2,
+    ),
+    Spec(
+        name="KVCache",
+        chapter=CHAPTER,
+        reference=ref.KVCache,
+        make_cases=_cases_KVCache,
+        driver=cache_driver,
+        mistakes=[Mistake("keeps the last", "update appends the new keys and values to the cached ones (along seq) and returns all of them.", _CacheKeepsLast)],
+    ),
+    Spec(
+        name="forward_cached",
+        chapter=CHAPTER,
+        reference=ref.forward_cached,
+        make_cases=_cases_forward_cached,
+        driver=decoding_driver,
+        dims=("batch", "seq", "d_model"),
+        uses={f.__name__: f for f in (ref.attention_scores, ref.causal_mask, ref.attention_pattern,
+                                      ref.attention_output, ref.scaled_dot_product_attention)},
+        mistakes=[
+            Mistake("no offset", "the new queries are the last positions, after the cached ones: a top-left causal mask (is_causal) treats them as the first. " + _TOP_LEFT, _cached_without_offset),
+            Mistake("no cache", "attend to all keys and values, the cached ones too: update returns them.", _cached_new_keys_only),
+        ],
+        points=2,
+    ),
+]
