@@ -49,11 +49,15 @@ from solutions.checks import SPECS
 from solutions.checks import core as checks_core
 from solutions.checks import wire
 from solutions.checks.core import Case, CheckFailure, compare, exact_math, run
+from solutions.checks.outcome import NotImplementedYet
 from solutions.grading import sandbox, withhold
 from solutions.grading.suspicious import scan
 from solutions.notebooks import DEMO_TAG, chapter_module_name, notebook_chapter
 
-RESULT_VERSION = 2
+RESULT_VERSION = 3  # 3: each exercise also has "outcome" and "mistake" (for the class report)
+
+# What happened to one exercise, in the class report's words (an exercise result's "outcome")
+OUTCOMES = ("passed", "failed", "unfinished", "timed_out", "not_run", "needs_attention")
 
 
 @dataclass
@@ -758,15 +762,17 @@ def grade(submission: Submission, released: Released, secret: bytes, settings: S
     for plan in plans:
         exercise = plan.exercise
         record = ran["exercises"].get(exercise.name)
+        detail: dict = {}
         try:
-            points, verdict, message = _verdict(exercise, plan.spec, plan.cases, plan.expected, record)
+            points, verdict, message = _verdict(exercise, plan.spec, plan.cases, plan.expected, record, detail)
         except Exception as exc:  # RecursionError, MemoryError, anything a crafted reply causes
             points, verdict, message = 0.0, "error", f"{exercise.name} returned results the grader could not read ({type(exc).__name__})"
+            detail = {}
         if isinstance(record, dict) and record.get("origin") not in (None, "notebook"):
             result["flags"].append(f"{exercise.name} is not defined in the notebook: it comes from {str(record['origin'])[:200]}")
         disk_noted = _disk_note(result, message, settings, disk_noted)
         score += points
-        result["exercises"].append(_exercise_result(exercise, points, verdict, message))
+        result["exercises"].append(_exercise_result(exercise, points, verdict, message, **detail))
     result["score"], result["max_score"] = score, max_score
     if result["flags"] or result["reasons"]:
         result["status"] = "needs_attention"
@@ -788,7 +794,8 @@ def _disk_note(result: dict, text: str, settings: Settings, already: bool) -> bo
     return False
 
 
-def _exercise_result(exercise: Exercise, points: float, verdict: str, message: str) -> dict:
+def _exercise_result(exercise: Exercise, points: float, verdict: str, message: str, *,
+                     outcome: str | None = None, mistake: dict | None = None) -> dict:
     return {
         "name": exercise.name,
         "grade_id": exercise.check_id,
@@ -796,10 +803,58 @@ def _exercise_result(exercise: Exercise, points: float, verdict: str, message: s
         "max_points": exercise.points,
         "verdict": verdict,
         "message": message,
+        "outcome": outcome or exercise_outcome(verdict, message),
+        "mistake": mistake,  # the known mistake that explains a failure (see known_mistake), or None
     }
 
 
-def _verdict(exercise, spec, cases, expected, record) -> tuple[float, str, str]:
+def exercise_outcome(verdict: str, message: str = "") -> str:
+    """One of OUTCOMES for a verdict ("unfinished" needs the failure itself: see _verdict)."""
+    if verdict == "passed":
+        return "passed"
+    if verdict == "too slow" or verdict == "killed" and any(
+            words in str(message) for words in ("ran for more than", "time budget", "no progress for")):
+        return "timed_out"
+    if verdict == "not run":
+        return "not_run"
+    if verdict == "not graded":
+        return "needs_attention"
+    return "failed"
+
+
+def known_mistake(spec, hint: str | None) -> dict | None:
+    """The known mistake a check's hint belongs to: {"kind", "name", "hint"}, or None for no hint.
+
+    kind "mistake": one of ``spec.mistakes`` (name = its name); "error": an error hint (name = the
+    error it matches); "diagnosis": a sentence the spec's ``diagnose`` wrote about one case.
+    """
+    if not hint:
+        return None
+    for mistake in spec.mistakes:
+        if mistake.hint == hint:
+            return {"kind": "mistake", "name": mistake.name, "hint": hint}
+    for key, text in {**spec.error_hints, **getattr(checks_core, "DEFAULT_ERROR_HINTS", {})}.items():
+        if text == hint:
+            return {"kind": "error", "name": key, "hint": hint}
+    return {"kind": "diagnosis", "name": "", "hint": hint}
+
+
+def _failure_hint(spec, cases, outcomes, expected) -> str | None:
+    """The hint compare gave for the first failing case, computed again here (never parsed from
+    the message, which holds text the student's code wrote). None when there is none."""
+    first_problem = getattr(checks_core, "_first_problem", None)
+    if first_problem is None:
+        return None
+    for index in range(len(cases)):
+        problem, hint, _ = first_problem(spec, cases, outcomes, expected, index, "")
+        if problem is not None:
+            return hint
+    return None
+
+
+def _verdict(exercise, spec, cases, expected, record, detail: dict | None = None) -> tuple[float, str, str]:
+    """(points, verdict, message); ``detail`` gets "outcome" and "mistake" where _exercise_result
+    cannot tell them from the verdict (an unfinished stub; the known mistake behind a failure)."""
     if record is None:
         return 0.0, "not run", "not graded: the notebook stopped before this exercise could run"
     if not isinstance(record, dict):
@@ -820,6 +875,16 @@ def _verdict(exercise, spec, cases, expected, record) -> tuple[float, str, str]:
         return 0.0, "error", f"{exercise.name} returned results for {len(outcomes)} of {len(cases)} hidden inputs"
     try:
         compare(spec, cases, outcomes, expected, hidden=True)
-    except CheckFailure as failure:
+    except NotImplementedYet as failure:
+        if detail is not None:
+            detail["outcome"] = "unfinished"
         return 0.0, "failed", str(failure)
+    except CheckFailure as failure:
+        message = str(failure)
+        if detail is not None and "\nHint: " in message:  # no hint, no known mistake: skip the work
+            try:
+                detail["mistake"] = known_mistake(spec, _failure_hint(spec, cases, outcomes, expected))
+            except Exception:  # attribution is for the class report; it never costs a verdict
+                pass
+        return 0.0, "failed", message
     return exercise.points, "passed", "correct on all hidden test inputs"
