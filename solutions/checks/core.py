@@ -364,6 +364,7 @@ _MODULE_PARTS = {
     "grads": "the gradients",
     "init": "the initial parameters",
     "changes_with_seed": "whether the initial parameters are random",
+    "calls": "which torch functions forward called",
 }
 
 
@@ -376,6 +377,8 @@ def _key_where(where: str, key: Any) -> str:
         return f"the initial {key}"
     if where.startswith("the initial ") and not where.startswith("the initial parameters"):
         return f"{where}'s {key} (rounded)"
+    if where == "which torch functions forward called":
+        return f"whether forward called torch's {key} (it depends on the module's settings)"
     if where.startswith("whether the initial"):
         return f"whether the initial {key} is random"
     return f"the value for key {key!r}"

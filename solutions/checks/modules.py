@@ -34,10 +34,37 @@ class ParameterMismatch(ValueError):
 
 
 def module_case(
-    init: dict, weights: dict[str, torch.Tensor], inputs: tuple, cotangent: Optional[torch.Tensor], label: str = ""
+    init: dict,
+    weights: dict[str, torch.Tensor],
+    inputs: tuple,
+    cotangent: Optional[torch.Tensor],
+    label: str = "",
+    watch: tuple[str, ...] = (),
 ) -> Case:
-    """One module check: build with ``init``, load ``weights``, run ``forward(*inputs)``, backprop ``cotangent``."""
-    return Case((dict(init), dict(weights), tuple(inputs), cotangent), label=label)
+    """One module check: build with ``init``, load ``weights``, run ``forward(*inputs)``, backprop ``cotangent``.
+
+    ``watch``: names of torch functions (e.g. "scaled_dot_product_attention") whose use is part
+    of the answer: the result then says which of them forward called. ``weights == {}``: only
+    build the module (for a config the exercise says to refuse).
+    """
+    case = Case((dict(init), dict(weights), tuple(inputs), cotangent), label=label)
+    if watch:
+        case.args = case.args + (tuple(watch),)
+    return case
+
+
+class _Watch(TorchFunctionMode):
+    """Notes which of the watched torch functions are called."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.names, self.seen = set(names), set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.names:
+            self.seen.add(name)
+        return func(*args, **(kwargs or {}))
 
 
 def init_case(init: dict, label: str = "the initial weights", seed: int = 0) -> Case:
@@ -83,7 +110,7 @@ def _init_statistics(module: torch.nn.Module) -> dict[str, dict[str, float]]:
     for n, p in module.named_parameters():
         values = p.detach().double()
         if not bool(torch.isfinite(values).all()):
-            stats[n] = {"mean": float("nan"), "std": float("nan")}
+            stats[n] = {"std": float("nan"), "mean": float("nan")}
             continue
         mean, std = values.mean(), values.std()
         z = (values.flatten() - mean) / std.clamp_min(1e-12)
@@ -93,9 +120,9 @@ def _init_statistics(module: torch.nn.Module) -> dict[str, dict[str, float]]:
         kurtosis = round(2 * (z**4).mean().item()) / 2
         neighbours = round((z[1:] * z[:-1]).mean().item(), 1)
         # + 0.0 turns a rounded -0.0 into 0.0
-        stats[n] = {
-            "mean": round(mean.item(), 3) + 0.0,
+        stats[n] = {  # the standard deviation first: a wrong scale is the likelier mistake
             "std": round(std.item(), 3) + 0.0,
+            "mean": round(mean.item(), 3) + 0.0,
             "kurtosis": kurtosis + 0.0,
             "neighbour correlation": neighbours + 0.0,
         }
@@ -141,12 +168,14 @@ def module_driver(cls: Any) -> Callable:
     """A function of one module case that builds, loads, runs and backprops ``cls`` (see module doc)."""
     name = getattr(cls, "__name__", type(cls).__name__)
 
-    def drive(init: dict, weights: dict, inputs: tuple, cotangent: Optional[torch.Tensor]) -> dict:
+    def drive(init: dict, weights: dict, inputs: tuple, cotangent: Optional[torch.Tensor], watch: tuple = ()) -> dict:
         if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
             raise TypeError(f"{name} should be a class derived from torch.nn.Module")
         if weights is None:  # an init_case
             return _initialisation(cls, init)
         module = cls(**init)
+        if not weights:  # only building it was asked (a config to refuse)
+            return {"built": True}
         check_parameters(module, weights, name)
         first = _first_tensor(inputs)
         if first is not None:
@@ -155,30 +184,36 @@ def module_driver(cls: Any) -> Callable:
             # on the CPU, as it would on a GPU, and the forward pass shows it
             module.to(first.device)
         module.load_state_dict(weights, strict=True)
-        output = module(*inputs)
+        with _Watch(tuple(watch)) as watching:
+            output = module(*inputs)
         if cotangent is not None and isinstance(output, torch.Tensor) and output.requires_grad:
             output.backward(cotangent)
         grads = {n: (p.grad.detach() if p.grad is not None else None) for n, p in module.named_parameters()}
         out = output.detach() if isinstance(output, torch.Tensor) else output
-        return {"output": out, "grads": grads}
+        result = {"output": out, "grads": grads}
+        if watch:
+            result["calls"] = {f: f in watching.seen for f in watch}
+        return result
 
     drive.__name__ = name
     return drive
 
 
 def _describe_module_case(name: str, case: Case, show: Callable[[Any], str]) -> str:
-    init, weights, inputs, _ = case.args
+    init, weights, inputs = case.args[:3]
     config = ", ".join(f"{k}={v!r}" for k, v in init.items())
     if weights is None:
         return f"{name}({config}), its parameters as initialised"
+    if not weights:
+        return f"{name}({config})"
     return f"{name}({config}) with the check's weights, called on {', '.join(show(x) for x in inputs)}"
 
 
 def _reproduce_module_case(name: str, number: int, case: Case) -> str:
-    if case.args[1] is None:
+    if not case.args[1]:
         return f"m = {name}(**check.inputs({name!r}, {number})[0])"
     return (
-        f"init, weights, inputs, cotangent = check.inputs({name!r}, {number}); "
+        f"init, weights, inputs, cotangent, *_ = check.inputs({name!r}, {number}); "
         f"m = {name}(**init); m.load_state_dict(weights); m(*inputs)"
     )
 
@@ -222,39 +257,51 @@ def references_bound(answer: Any, uses: dict[str, Any]) -> Iterator[None]:
 # torch alone (no reference code), then calls the answer as `answer(module, *rest)`.
 
 
-class PositionWise(torch.nn.Module):
-    """tanh(x @ W + b) at every position on its own: a stand-in for an MLP."""
+class Probe(torch.nn.Module):
+    """A small module of one of several kinds; which kind is what the exercise must find out by
+    running it (all kinds have the same class name, and some have parameters, some not)."""
 
-    def __init__(self, W: torch.Tensor, b: torch.Tensor) -> None:
+    def __init__(self, kind: str, W: Optional[torch.Tensor] = None, b: Optional[torch.Tensor] = None) -> None:
         super().__init__()
-        self.W, self.b = torch.nn.Parameter(W), torch.nn.Parameter(b)
+        self._kind = kind
+        if W is not None:
+            self.W = torch.nn.Parameter(W)
+        if b is not None:
+            self.b = torch.nn.Parameter(b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(x @ self.W + self.b)
+        kind = self._kind
+        if kind == "position-wise":  # tanh(x W + b) at every position on its own, like an MLP
+            return torch.tanh(x @ self.W + self.b)
+        if kind == "squares":  # position-wise, no parameters
+            return x * x
+        if kind == "running mean":  # each position averages itself and the earlier ones
+            counts = torch.arange(1, x.shape[-2] + 1, device=x.device, dtype=x.dtype)[:, None]
+            return x.cumsum(dim=-2) / counts
+        if kind == "next neighbour":  # each position adds its right neighbour: looks backwards
+            shifted = torch.cat([x[..., 1:, :], torch.zeros_like(x[..., :1, :])], dim=-2)
+            return x + shifted
+        if kind == "faint mix":  # a change of 1 moves the next position by about 1e-6
+            previous = torch.cat([torch.zeros_like(x[..., :1, :]), x[..., :-1, :]], dim=-2)
+            return x + 1e-6 * previous
+        if kind == "one feature mixes":  # only feature 0 of the next position hears it
+            previous = torch.cat([torch.zeros_like(x[..., :1, :1]), x[..., :-1, :1]], dim=-2)
+            out = x @ self.W
+            return torch.cat([out[..., :1] + previous, out[..., 1:]], dim=-1)
+        if kind == "mixes in sequence 1 only":  # the batch's second sequence mixes, the others not
+            mixed = x.clone()
+            mixed[1:2] = x[1:2].cumsum(dim=-2)
+            return mixed
+        raise ValueError(f"unknown probe kind {kind!r}")
 
 
-class RunningMean(torch.nn.Module):
-    """Each position averages itself and every earlier one: mixes positions, like causal attention."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        counts = torch.arange(1, x.shape[-2] + 1, device=x.device, dtype=x.dtype)[:, None]
-        return x.cumsum(dim=-2) / counts
-
-
-class NextNeighbour(torch.nn.Module):
-    """Each position adds its right neighbour (the last one nothing): a backwards-looking mix."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shifted = torch.cat([x[..., 1:, :], torch.zeros_like(x[..., :1, :])], dim=-2)
-        return x + shifted
-
-
-_PROBES = {"position-wise": PositionWise, "running mean": RunningMean, "next neighbour": NextNeighbour}
+_PROBE_KINDS = ("position-wise", "squares", "running mean", "next neighbour", "faint mix", "one feature mixes",
+                "mixes in sequence 1 only")
 
 
 def probe_case(kind: str, weights: dict, *rest: Any, label: str = "") -> Case:
     """A case whose first argument is the module ``kind`` built from ``weights`` (plain tensors)."""
-    if kind not in _PROBES:
+    if kind not in _PROBE_KINDS:
         raise ValueError(f"unknown probe module {kind!r}")
     return Case((kind, dict(weights), *rest), label=label or f"a {kind} module")
 
@@ -264,7 +311,7 @@ def probe_driver(answer: Any) -> Callable:
 
     def drive(kind: str, weights: dict, *rest: Any) -> Any:
         first = _first_tensor(rest)
-        module = _PROBES[kind](**weights)
+        module = Probe(kind, **weights)
         if first is not None:
             module.to(first.device)
         return answer(module, *rest)
@@ -288,4 +335,4 @@ probe_driver.reproduce = _reproduce_probe_case
 
 def build_probe(kind: str, weights: dict) -> torch.nn.Module:
     """The probe module a case describes (for a learner who wants to try the failing case)."""
-    return _PROBES[kind](**weights)
+    return Probe(kind, **weights)

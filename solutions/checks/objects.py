@@ -94,16 +94,20 @@ def decoding_case(weights: dict[str, torch.Tensor], x: torch.Tensor, chunks: lis
 
 
 def decoding_driver(answer: Any) -> Callable:
-    """Calls ``answer(attn, x_new, cache)`` piece by piece; returns the outputs joined along seq."""
+    """Calls ``answer(attn, x_new, cache)`` piece by piece; returns the outputs joined along seq,
+    the cache's length after each piece, and the keys and values it holds at the end."""
 
     def drive(weights: dict, x: torch.Tensor, chunks: list) -> torch.Tensor:
         attn = PlainAttention(weights).to(x.device)
         cache = PlainKVCache()
-        outputs, start = [], 0
+        outputs, lengths, start = [], [], 0
         for n in chunks:
             outputs.append(answer(attn, x[:, start : start + n], cache))
+            lengths.append(len(cache))
             start += n
-        return torch.cat([o.detach() for o in outputs], dim=1)
+        # what the cache holds is part of the answer: the keys and values of every position
+        return {"output": torch.cat([o.detach() for o in outputs], dim=1), "cached positions": lengths,
+                "cached keys": cache.k, "cached values": cache.v}
 
     drive.__name__ = getattr(answer, "__name__", "answer")
     return drive
