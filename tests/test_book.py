@@ -172,7 +172,7 @@ def test_chapter_figures_are_png_images(built_book, docname):
     # Every "Show solution" box shows the reference source it includes.
     text = html.unescape(re.sub(r"<[^>]+>", "", page))
     for name in re.findall(r":pyobject:\s*(\w+)", source_of(docname).read_text(encoding="utf-8")):
-        assert f"def {name}(" in text or f"class {name}(" in text, f"{docname}: the solution box for {name} is empty"
+        assert re.search(rf"(def {name}\(|class {name}[(:])", text), f"{docname}: the solution box for {name} is empty"
     # Executed cells printed nothing to stderr (warnings, deprecations) and raised nothing.
     assert "output stderr" not in page and "output traceback" not in page, f"{docname}: a cell wrote to stderr"
 
