@@ -29,7 +29,7 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
-from solutions.checks.core import CheckFailure, Spec, check_function
+from solutions.checks.core import CheckFailure, Spec, check_function, without_hints
 
 # A hidden seed, standing in for the grader's: its cases must kill as much as the notebook's.
 SEEDS = (0, 424242)
@@ -383,7 +383,7 @@ def _killed(spec: Spec, mutant: Mutant, seeds: tuple[int, ...], timeout: float) 
         return True
     for seed in seeds:
         try:
-            with _time_limit(timeout), contextlib.redirect_stdout(io.StringIO()):
+            with _time_limit(timeout), contextlib.redirect_stdout(io.StringIO()), without_hints():
                 check_function(spec, mutant.obj, seed=seed, device="cpu")
         except MutantTimeout:
             return True  # the grader's time limit would stop it too

@@ -561,6 +561,20 @@ def _reproduce(spec: Spec, case: Case, index: int, total: int) -> str:
     return text
 
 
+_HINTS = [True]  # switched off by without_hints()
+
+
+@contextmanager
+def without_hints() -> Iterator[None]:
+    """Only the verdict, no search for the likely mistake: for tools that check many wrong
+    answers and need no explanation (mutation testing). The verdict is the same."""
+    _HINTS.append(False)
+    try:
+        yield
+    finally:
+        _HINTS.pop()
+
+
 def _likely_mistake(
     spec: Spec, cases: list[Case], outcomes: list[Outcome], expected: list[Outcome], index: int
 ) -> Optional[str]:
@@ -569,6 +583,8 @@ def _likely_mistake(
     A mistake is named only when the learner agrees with it on every case that tells it apart
     from the reference, and case ``index`` is one of them.
     """
+    if not _HINTS[-1]:
+        return None
     for mistake in spec.mistakes:
         variant = wire.round_trip(run(prepare(spec, mistake.variant), cases))
         telling = [i for i in range(len(cases)) if not _same_outcome(spec, variant[i], expected[i])]
