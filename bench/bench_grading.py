@@ -59,7 +59,10 @@ def grade_class(course_dir: Path, workers: int, chapters: list[str]) -> tuple[fl
     for chapter in chapters:
         before = load()
         results = batch.grade_assignment(course_dir, chapter, workers=workers, progress=False)
-        seconds = sorted(r["seconds"] for r in results)
+        for r in results:
+            if "seconds" not in r:  # the grader itself failed on it: say why, never hide it
+                print(f"  GRADER FAILURE on {r['student']}: {r.get('reasons')}\n{r.get('traceback', '')[-3000:]}")
+        seconds = sorted(r.get("seconds", float("nan")) for r in results)
         wrong = [r["student"] for r in results if r["status"] != "graded"]
         print(f"  {chapter}, {workers} worker(s): per notebook median {statistics.median(seconds):.2f} s, "
               f"max {seconds[-1]:.2f} s{'; NEEDS ATTENTION: ' + ', '.join(wrong) if wrong else ''}   "
