@@ -34,7 +34,6 @@ import sys
 import types
 
 # Everything the harness needs is bound now, before any student code runs.
-import contextlib
 import dataclasses
 import importlib
 
@@ -43,6 +42,7 @@ from solutions.checks import wire as _wire
 from solutions.checks.core import Case as _Case
 from solutions.checks.core import run as _run
 from solutions.checks.core import with_references as _with_references
+from solutions.checks.modules import references_bound as _references_bound
 
 _on_device = getattr(_core, "on_device", None)  # cases that name their own device (e.g. "meta")
 _CASE_FIELDS = {f.name for f in dataclasses.fields(_Case)}
@@ -168,27 +168,6 @@ def _driver(path: str | None):
     return obj
 
 
-@contextlib.contextmanager
-def _bound_in_module(answer, uses: dict):
-    """For a class: the references it may use, set in the namespace it was defined in (a class
-    keeps its methods' globals), and put back afterwards."""
-    module = sys.modules.get(getattr(answer, "__module__", "") or "")
-    if not uses or not isinstance(answer, type) or module is None:
-        yield
-        return
-    namespace = vars(module)
-    saved = {k: namespace[k] for k in uses if k in namespace}
-    namespace.update(uses)
-    try:
-        yield
-    finally:
-        for k in uses:
-            if k in saved:
-                namespace[k] = saved[k]
-            else:
-                namespace.pop(k, None)
-
-
 def run_exercise(shell, request: dict) -> dict:
     name = request["name"]
     answer = shell.user_ns.get(name)
@@ -207,7 +186,7 @@ def run_exercise(shell, request: dict) -> dict:
     sys.stdout = sys.stderr = out
     signal.setitimer(signal.ITIMER_REAL, request["timeout"])
     try:
-        with _bound_in_module(answer, uses):
+        with _references_bound(answer, uses):  # for a class: set in its module, put back after
             outcomes = _run(fn, cases)
         timed_out = False
     except StepTimeout:
