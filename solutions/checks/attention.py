@@ -261,18 +261,30 @@ def _cases_Attention(seed: int) -> list[Case]:
     return cases
 
 
+def _project(attn, x: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Queries from x, keys and values from source, biases included: (batch, n_heads, seq, d_head)."""
+    q = torch.einsum("bsm,hmd->bhsd", x, attn.W_Q) + attn.b_Q[:, None, :]
+    k = torch.einsum("bsm,hmd->bhsd", source, attn.W_K) + attn.b_K[:, None, :]
+    v = torch.einsum("bsm,hmd->bhsd", source, attn.W_V) + attn.b_V[:, None, :]
+    return q, k, v
+
+
+def _combine(attn, z: torch.Tensor) -> torch.Tensor:
+    """The heads' outputs summed into the residual stream through W_O, plus b_O."""
+    return torch.einsum("bhsd,hdm->bsm", z, attn.W_O) + attn.b_O
+
+
 class _AttentionVariant(ref.Attention):
-    """The reference module with its attention step replaced by a wrong one."""
+    """The reference module with one step replaced by a wrong one (the wrong variants below)."""
 
     attend = staticmethod(ref.scaled_dot_product_attention)
 
+    def is_causal(self, q: torch.Tensor, k: torch.Tensor, context) -> bool:
+        return self.causal and context is None
+
     def forward(self, x, context=None, key_padding_mask=None):
-        source = x if context is None else context
-        q = torch.einsum("bsm,hmd->bhsd", x, self.W_Q) + self.b_Q[:, None, :]
-        k = torch.einsum("bsm,hmd->bhsd", source, self.W_K) + self.b_K[:, None, :]
-        v = torch.einsum("bsm,hmd->bhsd", source, self.W_V) + self.b_V[:, None, :]
-        z = type(self).attend(q, k, v, self.causal and context is None, key_padding_mask)
-        return torch.einsum("bhsd,hdm->bsm", z, self.W_O) + self.b_O
+        q, k, v = _project(self, x, x if context is None else context)
+        return _combine(self, type(self).attend(q, k, v, self.is_causal(q, k, context), key_padding_mask))
 
 
 def _attention_with(attend, name: str):
@@ -287,13 +299,8 @@ class _AttentionNoBias(_AttentionVariant):
 
 
 class _AttentionCausalAcross(_AttentionVariant):
-    def forward(self, x, context=None, key_padding_mask=None):
-        source = x if context is None else context
-        q = torch.einsum("bsm,hmd->bhsd", x, self.W_Q) + self.b_Q[:, None, :]
-        k = torch.einsum("bsm,hmd->bhsd", source, self.W_K) + self.b_K[:, None, :]
-        v = torch.einsum("bsm,hmd->bhsd", source, self.W_V) + self.b_V[:, None, :]
-        z = ref.scaled_dot_product_attention(q, k, v, self.causal and q.shape[-2] <= k.shape[-2], key_padding_mask)
-        return torch.einsum("bhsd,hdm->bsm", z, self.W_O) + self.b_O
+    def is_causal(self, q, k, context):  # masks a context too, wherever it is long enough
+        return self.causal and q.shape[-2] <= k.shape[-2]
 
 
 def _cases_KVCache(seed: int) -> list[Case]:
@@ -339,22 +346,16 @@ def _cases_forward_cached(seed: int) -> list[Case]:
 
 def _cached_without_offset(attn, x_new, cache):
     # the new queries are treated as the first positions: the top-left mask of is_causal
-    q = torch.einsum("bsm,hmd->bhsd", x_new, attn.W_Q) + attn.b_Q[:, None, :]
-    k = torch.einsum("bsm,hmd->bhsd", x_new, attn.W_K) + attn.b_K[:, None, :]
-    v = torch.einsum("bsm,hmd->bhsd", x_new, attn.W_V) + attn.b_V[:, None, :]
+    q, k, v = _project(attn, x_new, x_new)
     k, v = cache.update(k, v)
-    z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    return torch.einsum("bhsd,hdm->bsm", z, attn.W_O) + attn.b_O
+    return _combine(attn, F.scaled_dot_product_attention(q, k, v, is_causal=True))
 
 
 def _cached_new_keys_only(attn, x_new, cache):
     # forgets the cache: attends to the new positions only
-    q = torch.einsum("bsm,hmd->bhsd", x_new, attn.W_Q) + attn.b_Q[:, None, :]
-    k = torch.einsum("bsm,hmd->bhsd", x_new, attn.W_K) + attn.b_K[:, None, :]
-    v = torch.einsum("bsm,hmd->bhsd", x_new, attn.W_V) + attn.b_V[:, None, :]
+    q, k, v = _project(attn, x_new, x_new)
     cache.update(k, v)
-    z = ref.scaled_dot_product_attention(q, k, v, causal=True)
-    return torch.einsum("bhsd,hdm->bsm", z, attn.W_O) + attn.b_O
+    return _combine(attn, ref.scaled_dot_product_attention(q, k, v, causal=True))
 
 
 # ----------------------------------------------------------------------------------------------
