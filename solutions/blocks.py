@@ -16,7 +16,8 @@ This file holds:
 * ``Config``, one dataclass with the model's sizes and switches, and presets for GPT-2 small,
   GPT-3 175B and LLaMA-1 7B;
 * ``TransformerBlock`` and ``GPT``, built from a Config; ``count_parameters`` from the config
-  alone; ``layer_shapes`` on PyTorch's meta device (no memory, no arithmetic);
+  alone; ``split_c_attn`` (GPT-2's fused attention weights into ours); ``layer_shapes`` on
+  PyTorch's meta device (no memory, no arithmetic);
 * loaders for Hugging Face's GPT-2 and LLaMA weights;
 * helpers for the chapter page: the residual stream layer by layer, a post-LN block, a decoder
   block with cross-attention, greedy generation.
@@ -277,6 +278,33 @@ def count_parameters(config: Config) -> int:
     return total
 
 
+def split_c_attn(W: torch.Tensor, b: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, ...]:
+    """GPT-2's fused attention projection, split into our per-head W_Q, W_K, W_V, b_Q, b_K, b_V.
+
+    W: (d_model, 3 d_model), OpenAI's ``c_attn`` weight as Hugging Face's ``Conv1D`` stores it: it
+    computes x @ W + b (an nn.Linear would store the transpose). Its columns are [q | k | v], each
+    d_model wide, and within each the heads one after another: (n_heads d_head), head-major.
+    b: (3 d_model,), laid out the same way.
+
+    Returns W_Q, W_K, W_V of shape (n_heads, d_model, d_head) and b_Q, b_K, b_V of shape
+    (n_heads, d_head), the layout of chapter 3's ``Attention``. Raises ValueError when the shapes
+    do not fit together or d_model is not divisible by n_heads.
+    """
+    if W.ndim != 2 or W.shape[1] != 3 * W.shape[0]:
+        raise ValueError(f"W should have shape (d_model, 3 d_model), got {tuple(W.shape)}")
+    d_model = W.shape[0]
+    if tuple(b.shape) != (3 * d_model,):
+        raise ValueError(f"b should have shape (3 d_model,) = ({3 * d_model},), got {tuple(b.shape)}")
+    if n_heads < 1 or d_model % n_heads != 0:
+        raise ValueError(f"d_model = {d_model} is not divisible by n_heads = {n_heads}")
+    W_Q, W_K, W_V = W.split(d_model, dim=1)  # [q | k | v] side by side
+    b_Q, b_K, b_V = b.split(d_model, dim=0)
+    heads = "d_model (n_heads d_head) -> n_heads d_model d_head"
+    bias_heads = "(n_heads d_head) -> n_heads d_head"
+    return (*(einops.rearrange(w, heads, n_heads=n_heads) for w in (W_Q, W_K, W_V)),
+            *(einops.rearrange(v, bias_heads, n_heads=n_heads) for v in (b_Q, b_K, b_V)))
+
+
 class LayerShape(NamedTuple):
     name: str             # the module's name in the model ("blocks.0.attn"); "model" for the whole
     input: tuple          # the shape of its first input
@@ -357,18 +385,16 @@ def load_gpt2_state_dict(model: GPT, hf_state_dict: dict) -> None:
         used.add(key)
         return theirs[key]
 
-    heads = lambda W: einops.rearrange(W, "d_model (n_heads d_head) -> n_heads d_model d_head", n_heads=c.n_heads)  # noqa: E731
     ours = {"embed.W_E": take("wte.weight"), "pos_embed.W_pos": take("wpe.weight"),
             "ln_final.w": take("ln_f.weight"), "ln_final.b": take("ln_f.bias")}
     for i in range(c.n_layers):
         h, b = f"h.{i}.", f"blocks.{i}."
-        W_Q, W_K, W_V = take(h + "attn.c_attn.weight").split(c.d_model, dim=1)
-        b_Q, b_K, b_V = take(h + "attn.c_attn.bias").split(c.d_model, dim=0)
+        W_Q, W_K, W_V, b_Q, b_K, b_V = split_c_attn(take(h + "attn.c_attn.weight"),
+                                                    take(h + "attn.c_attn.bias"), c.n_heads)
         ours |= {
             b + "ln1.w": take(h + "ln_1.weight"), b + "ln1.b": take(h + "ln_1.bias"),
-            b + "attn.W_Q": heads(W_Q), b + "attn.W_K": heads(W_K), b + "attn.W_V": heads(W_V),
-            b + "attn.b_Q": b_Q.reshape(c.n_heads, c.d_head), b + "attn.b_K": b_K.reshape(c.n_heads, c.d_head),
-            b + "attn.b_V": b_V.reshape(c.n_heads, c.d_head),
+            b + "attn.W_Q": W_Q, b + "attn.W_K": W_K, b + "attn.W_V": W_V,
+            b + "attn.b_Q": b_Q, b + "attn.b_K": b_K, b + "attn.b_V": b_V,
             b + "attn.W_O": einops.rearrange(take(h + "attn.c_proj.weight"),
                                              "(n_heads d_head) d_model -> n_heads d_head d_model", n_heads=c.n_heads),
             b + "attn.b_O": take(h + "attn.c_proj.bias"),

@@ -81,7 +81,14 @@ def inputs(name: str, number: int, *, seed: int = PUBLIC_SEED, with_kwargs: bool
     if spec is None:
         raise ValueError(f"there is no check called {name!r}; the checks are: {', '.join(SPECS)}")
     case = case_inputs(spec, number, seed=seed)
-    return (case.args, case.kwargs) if with_kwargs else case.args
+    from solutions.checks.modules import build_init, build_value
+
+    # an object such as a Config travels in a case as plain data (modules.built): build it here
+    args = tuple(build_value(a) for a in case.args)
+    kwargs = {k: build_value(v) for k, v in case.kwargs.items()}
+    if getattr(spec.driver, "wants_class", False) and args and isinstance(args[0], dict):
+        args = (build_init(args[0]), *args[1:])  # a module case's init: its arguments
+    return (args, kwargs) if with_kwargs else args
 
 
 def probe_inputs(name: str, number: int, *, seed: int = PUBLIC_SEED) -> tuple:

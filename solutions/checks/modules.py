@@ -4,7 +4,9 @@ A class cannot be compared by value, and a returned module cannot travel to the 
 carry the student's code). So a module exercise is checked through what it *does*, with plain
 tensors only. :func:`module_driver` turns a class into a function of one case:
 
-1. build the module from a small config (``init``: keyword arguments, e.g. ``d_vocab=11``);
+1. build the module from a small config (``init``: keyword arguments, e.g. ``d_vocab=11``; an
+   argument that is itself an object, such as chapter 5's ``Config``, travels as plain data made
+   by :func:`built` and is built again where the module is);
 2. compare its parameter names and shapes with the weights the check chose (a missing, extra or
    misshaped parameter is named in the message) and load those weights with ``strict=True``,
    so the learner's module and the reference compute with the same numbers;
@@ -67,6 +69,67 @@ class _Watch(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+BUILT = "__built__"  # marks an init value that the driver builds: {BUILT: "module:Name", "fields": {...}}
+
+
+def built(factory: Any, **fields: Any) -> dict:
+    """An ``init`` value that is an object, as plain data: ``factory(**fields)`` is called where the
+    module is built (in the grading sandbox too, where only plain data may arrive).
+
+    ``factory`` must be a top-level name of the course package that the notebook imports, e.g.
+    ``built(Config, d_model=12, n_heads=3)`` for ``TransformerBlock(config=Config(...))``.
+    """
+    where = f"{factory.__module__}:{factory.__qualname__}"
+    if not where.startswith("solutions.") or "." in factory.__qualname__:
+        raise ValueError(f"built() takes a top-level name of the course package, not {where}")
+    return {BUILT: where, "fields": dict(fields)}
+
+
+def _is_built(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {BUILT, "fields"}
+
+
+def build_init(init: dict) -> dict:
+    """``init`` with every :func:`built` value replaced by the object it describes."""
+    import importlib
+
+    out = {}
+    for key, value in init.items():
+        if _is_built(value):
+            module, name = value[BUILT].split(":")
+            if not module.startswith("solutions."):
+                raise ValueError(f"cannot build {value[BUILT]}: not a name of the course package")
+            out[key] = getattr(importlib.import_module(module), name)(**value["fields"])
+        else:
+            out[key] = value
+    return out
+
+
+def build_value(value: Any) -> Any:
+    """``value`` itself, or the object it describes when it was made by :func:`built`."""
+    return build_init({"v": value})["v"]
+
+
+def built_args_driver(answer: Any) -> Callable:
+    """A function of one case whose arguments may be :func:`built` values (e.g. a ``Config``):
+    builds them, then calls ``answer`` on the objects (``count_parameters(config)``)."""
+
+    def drive(*args: Any, **kwargs: Any) -> Any:
+        return answer(*(build_value(a) for a in args), **{k: build_value(v) for k, v in kwargs.items()})
+
+    drive.__name__ = getattr(answer, "__name__", "answer")
+    return drive
+
+
+def _describe_built_case(name: str, case: Case, show: Callable[[Any], str]) -> str:
+    parts = [_init_text(a) if _is_built(a) else show(a) for a in case.args]
+    parts += [f"{k}={_init_text(v) if _is_built(v) else show(v)}" for k, v in case.kwargs.items()]
+    return f"{name}({', '.join(parts)})"
+
+
+built_args_driver.describe = _describe_built_case
+
+
 def init_case(init: dict, label: str = "the initial weights", seed: int = 0) -> Case:
     """A case that builds the module and reports each parameter's mean and standard deviation.
 
@@ -95,9 +158,9 @@ def _initialisation(cls: Any, init: dict) -> dict:
     """Each parameter's rounded statistics, and whether it changes with the seed."""
     seed = torch.initial_seed()
     with _EmptyIsNaN():
-        first = cls(**init)
+        first = cls(**build_init(init))
         torch.manual_seed(seed + 1)
-        second = cls(**init)
+        second = cls(**build_init(init))
     moved = {
         n: not torch.equal(p.detach(), q.detach())
         for (n, p), (_, q) in zip(first.named_parameters(), second.named_parameters())
@@ -173,7 +236,7 @@ def module_driver(cls: Any) -> Callable:
             raise TypeError(f"{name} should be a class derived from torch.nn.Module")
         if weights is None:  # an init_case
             return _initialisation(cls, init)
-        module = cls(**init)
+        module = cls(**build_init(init))
         if not weights:  # only building it was asked (a config to refuse)
             return {"built": True}
         check_parameters(module, weights, name)
@@ -201,12 +264,19 @@ def module_driver(cls: Any) -> Callable:
 
 def _describe_module_case(name: str, case: Case, show: Callable[[Any], str]) -> str:
     init, weights, inputs = case.args[:3]
-    config = ", ".join(f"{k}={v!r}" for k, v in init.items())
+    config = ", ".join(f"{k}={_init_text(v)}" for k, v in init.items())
     if weights is None:
         return f"{name}({config}), its parameters as initialised"
     if not weights:
         return f"{name}({config})"
     return f"{name}({config}) with the check's weights, called on {', '.join(show(x) for x in inputs)}"
+
+
+def _init_text(value: Any) -> str:
+    if _is_built(value):
+        fields = ", ".join(f"{k}={v!r}" for k, v in value["fields"].items())
+        return f"{value[BUILT].split(':')[1]}({fields})"
+    return repr(value)
 
 
 def _reproduce_module_case(name: str, number: int, case: Case) -> str:
