@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import einops
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from solutions.attention import Attention
 from solutions.blocks import (
     GPT, Config, DecoderBlock, LayerNorm, PostLNBlock, RMSNorm, TransformerBlock, count_parameters,
     generate_greedy, layer_shapes, load_gpt2_state_dict, load_llama_state_dict, residual_stream_norms,
-    rope_permutation,
+    rope_permutation, split_c_attn,
 )
 from solutions.mlp import gelu_tanh
 
@@ -378,3 +379,27 @@ def test_page_helpers():
     changed = memory.clone()
     changed[:, -1] += 1.0  # the last source position is visible to every decoder position
     assert (block(x, changed) - y).abs().amax(dim=-1).gt(0).all()
+
+
+@pytest.mark.parametrize("n_heads, d_head", [(1, 6), (3, 4), (4, 5)])
+def test_split_c_attn_inverts_the_fusion_and_matches_the_fused_projection(n_heads, d_head):
+    d_model = n_heads * d_head
+    W, b = torch.randn(d_model, 3 * d_model), torch.randn(3 * d_model)
+    W_Q, W_K, W_V, b_Q, b_K, b_V = split_c_attn(W, b, n_heads)
+    assert W_Q.shape == (n_heads, d_model, d_head) and b_Q.shape == (n_heads, d_head)
+    # what OpenAI's attention computes: x @ W + b, split into q | k | v, then into heads
+    x = torch.randn(2, 5, d_model)
+    fused = (x @ W + b).split(d_model, dim=-1)
+    for part, W_x, b_x in zip(fused, (W_Q, W_K, W_V), (b_Q, b_K, b_V)):
+        heads = einops.rearrange(part, "batch seq (n_heads d_head) -> batch n_heads seq d_head", n_heads=n_heads)
+        ours = einops.einsum(x, W_x, "batch seq d_model, n_heads d_model d_head -> batch n_heads seq d_head") + b_x[:, None, :]
+        torch.testing.assert_close(ours, heads)
+
+
+def test_split_c_attn_refuses_shapes_that_do_not_fit():
+    with pytest.raises(ValueError, match=r"\(36, 12\)"):
+        split_c_attn(torch.zeros(36, 12), torch.zeros(36), 3)
+    with pytest.raises(ValueError, match=r"\(12,\)"):
+        split_c_attn(torch.zeros(12, 36), torch.zeros(12), 3)
+    with pytest.raises(ValueError, match="n_heads = 5"):
+        split_c_attn(torch.zeros(12, 36), torch.zeros(36), 5)

@@ -432,9 +432,20 @@ def _cases_split_c_attn(seed: int) -> list[Case]:
     case = Case((torch.randn(12, 36, generator=g), torch.randn(36, generator=g), 5), label="n_heads does not divide d_model")
     case.mentions = ("12", "5")
     cases.append(case)
-    cases.append(Case((torch.randn(36, 12, generator=g), torch.randn(36, generator=g), 3),
-                      label="W in nn.Linear's layout (3 d_model, d_model)"))
-    cases.append(Case((torch.randn(12, 36, generator=g), torch.randn(12, generator=g), 3), label="b of the wrong length"))
+    case = Case((torch.randn(12, 36, generator=g), torch.randn(36, generator=g), 0), label="no heads")
+    case.mentions = ("0",)
+    cases.append(case)
+    # the exercise: a message names the shape it expected and the one it got
+    case = Case((torch.randn(36, 12, generator=g), torch.randn(36, generator=g), 3),
+                label="W in nn.Linear's layout (3 d_model, d_model)")
+    case.mentions = ("36", "12")
+    cases.append(case)
+    case = Case((torch.randn(12, 36, generator=g), torch.randn(12, generator=g), 3), label="b of the wrong length")
+    case.mentions = ("36", "12")
+    cases.append(case)
+    case = Case((torch.randn(3, 12, 36, generator=g), torch.randn(36, generator=g), 3), label="W with three axes")
+    case.mentions = ("(3, 12, 36)",)
+    cases.append(case)
     return cases
 
 

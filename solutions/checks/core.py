@@ -622,7 +622,7 @@ def check_function(
     device = torch.device(device) if device is not None else default_device()
     cases = spec.make_cases(seed)
     with exact_math():
-        expected = expected_outcomes(spec, cases, device)
+        expected = _cached_expected(spec, seed, cases, device)
         learner_cases = [on_device(c, device) for c in cases]
         # the same round trip as in the grader, so both give the same verdict
         with references_bound(fn, spec.uses):
@@ -646,6 +646,28 @@ def expected_outcomes(spec: Spec, cases: list[Case], device: torch.device | str)
     """The reference's outcomes: computed on the CPU (or the case's own device), then moved to ``device``."""
     on_cpu = [on_device(c, "cpu") for c in cases]
     expected = wire.round_trip(run(prepare(spec, spec.reference), on_cpu))
+    for case, want in zip(cases, expected):
+        want.value = to_device(want.value, case.device or device)
+    return expected
+
+
+# The reference's outcomes of the last few checks, as wire text (decoded afresh on every use, so a
+# check cannot change them): a learner who reruns a check, and mutation testing, which checks
+# hundreds of wrong versions against the same cases, do not recompute them.
+_EXPECTED_CACHE: dict[tuple, str] = {}
+_EXPECTED_CACHE_SIZE = 8
+
+
+def _cached_expected(spec: Spec, seed: int, cases: list[Case], device: torch.device) -> list[Outcome]:
+    key = (spec.name, id(spec.reference), id(spec.make_cases), seed)
+    text = _EXPECTED_CACHE.pop(key, None)
+    if text is None:
+        on_cpu = [on_device(c, "cpu") for c in cases]
+        text = wire.dumps(run(prepare(spec, spec.reference), on_cpu))
+    _EXPECTED_CACHE[key] = text  # most recently used last
+    while len(_EXPECTED_CACHE) > _EXPECTED_CACHE_SIZE:
+        del _EXPECTED_CACHE[next(iter(_EXPECTED_CACHE))]
+    expected = wire.loads(text)
     for case, want in zip(cases, expected):
         want.value = to_device(want.value, case.device or device)
     return expected
