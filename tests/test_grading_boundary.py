@@ -19,7 +19,7 @@ import pytest
 
 import solutions
 from solutions.checks import SPECS, specs_for
-from solutions.grading import batch, grader, withhold
+from solutions.grading import batch, grader, planning, verdicts, withhold
 from solutions.notebooks import read_notebook, stub_path
 
 CHAPTER = "01_tokenization"
@@ -110,8 +110,8 @@ def test_an_exercise_is_asked_before_any_exercise_that_uses_its_reference(chapte
     for spec in specs_for(chapter):
         _, exposes = withhold.uses_payload(spec)
         exercise = grader.Exercise(spec.name, spec.name, f"check_{spec.name}", spec.points)
-        plans.append(grader._Plan(exercise, spec, [], [], {}, withhold._top_name(spec.reference), exposes))
-    order = grader.order_exercises(plans)
+        plans.append(planning._Plan(exercise, spec, [], [], {}, withhold._top_name(spec.reference), exposes))
+    order = planning.order_exercises(plans)
     exposed = set()
     for plan in order:
         assert plan.own not in exposed, f"{plan.exercise.name} would be graded with its reference present"
@@ -172,7 +172,7 @@ def test_results_with_lone_surrogates_and_escapes_are_written_everywhere(tmp_pat
     result = {
         "version": grader.RESULT_VERSION, "assignment": CHAPTER, "student": "eve", "file": "x.ipynb",
         "status": "graded", "reasons": [bad], "notes": [bad], "flags": [], "score": 0.0, "max_score": 9.0,
-        "exercises": [grader._exercise_result(e, 0.0, "failed", bad) for e in released.exercises],
+        "exercises": [verdicts._exercise_result(e, 0.0, "failed", bad) for e in released.exercises],
     }
     clean = grader.clean(result)
     text = json.dumps(clean)

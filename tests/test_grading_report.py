@@ -25,7 +25,7 @@ import pytest
 
 import solutions
 from solutions.checks import SPECS, specs_for
-from solutions.grading import grader, report
+from solutions.grading import grader, planning, report, verdicts
 
 CHAPTER = "01_tokenization"
 EXERCISES = [s.name for s in specs_for(CHAPTER)]
@@ -46,7 +46,7 @@ def _result(student: str, entries: list[dict], status: str = "graded", reasons=(
 def _entry(name: str, verdict: str = "passed", message: str = "correct on all hidden test inputs", **detail) -> dict:
     spec = SPECS[name]
     exercise = grader.Exercise(name, name, name, float(spec.points))
-    return grader._exercise_result(exercise, float(spec.points) if verdict == "passed" else 0.0, verdict, message, **detail)
+    return verdicts._exercise_result(exercise, float(spec.points) if verdict == "passed" else 0.0, verdict, message, **detail)
 
 
 def _mistake(name: str, mistake: str) -> dict:
@@ -239,9 +239,9 @@ def test_attribution_in_the_grader_names_the_mistake_never_the_students_text():
         cases = spec.make_cases(7)
         record = {"outcomes": [wire.outcome_to_wire(o) for o in run(prepare(spec, fn), cases)]}
         detail: dict = {}
-        points, verdict, message = grader._verdict(grader.Exercise(name, name, name, 1.0), spec, cases,
-                                                   grader.expected_outcomes(spec, cases), record, detail)
-        return grader._exercise_result(grader.Exercise(name, name, name, 1.0), points, verdict, message, **detail)
+        points, verdict, message = verdicts._verdict(grader.Exercise(name, name, name, 1.0), spec, cases,
+                                                     planning.expected_outcomes(spec, cases), record, detail)
+        return verdicts._exercise_result(grader.Exercise(name, name, name, 1.0), points, verdict, message, **detail)
 
     for spec in specs_for(CHAPTER):
         for mistake in spec.mistakes:

@@ -28,7 +28,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from solutions.grading import grader, sandbox
+from solutions.grading import grader, sandbox, verdicts
 from solutions.grading.collect import notebook_chapter_of
 
 
@@ -91,7 +91,7 @@ def crashed_result(submission: grader.Submission, released: grader.Released, err
         "score": 0.0,
         "max_score": sum(e.points for e in released.exercises),
         "exercises": [
-            grader._exercise_result(e, 0.0, "not graded", "the grader failed; an instructor will look at it")
+            verdicts._exercise_result(e, 0.0, "not graded", "the grader failed; an instructor will look at it")
             for e in released.exercises
         ],
         "traceback": traceback.format_exc()[-4000:],

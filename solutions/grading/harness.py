@@ -1,6 +1,6 @@
 """The grader's side inside the sandbox: run a submission's cells, then call its functions.
 
-Started by :mod:`solutions.grading.grader` inside the sandbox, with two pipes the grader owns:
+Started by :mod:`solutions.grading.execution` inside the sandbox, with two pipes the grader owns:
 it reads one request at a time from REQUEST_FD and answers each with one JSON line on
 REPLY_FD. Requests (JSON lines)::
 

@@ -39,9 +39,9 @@ from typing import Any, Iterable
 
 import solutions
 from solutions.checks import specs_for
-from solutions.grading import grader
+from solutions.grading import reading, verdicts
 
-OUTCOMES = grader.OUTCOMES + ("no_result",)
+OUTCOMES = verdicts.OUTCOMES + ("no_result",)
 LABELS = {
     "passed": "passed",
     "failed": "failed",
@@ -105,7 +105,7 @@ class Scrubber:
                                   + r")(?![0-9A-Za-z])", re.IGNORECASE) if words else None)
 
     def __call__(self, text: Any, limit: int = MESSAGE_CHARS) -> str:
-        text = grader._clean(text if isinstance(text, str) else str(text))
+        text = reading._clean(text if isinstance(text, str) else str(text))
         text = text[: 20 * limit]  # bounded work on a huge message
         text = _URL.sub("<url>", text)
         text = _EMAIL.sub("<email>", text)
@@ -190,7 +190,7 @@ def _text(value: Any) -> str:
 
 def _outcome(entry: dict) -> str:
     outcome = entry.get("outcome")
-    if outcome in grader.OUTCOMES:
+    if outcome in verdicts.OUTCOMES:
         return outcome
     # a result from before "outcome" was recorded: read it from the verdict and the message
     verdict, message = entry.get("verdict"), _text(entry.get("message"))
@@ -198,7 +198,7 @@ def _outcome(entry: dict) -> str:
         return "no_result"
     if verdict == "failed" and message.startswith(f"{_text(entry.get('name'))} is not implemented yet:"):
         return "unfinished"
-    return grader.exercise_outcome(verdict, message)
+    return verdicts.exercise_outcome(verdict, message)
 
 
 def _mistake(entry: dict, spec) -> tuple[dict | None, bool]:
@@ -212,7 +212,7 @@ def _mistake(entry: dict, spec) -> tuple[dict | None, bool]:
     message = _text(entry.get("message"))
     if "\nHint: " not in message:
         return None, True
-    found = grader.known_mistake(spec, message.rsplit("\nHint: ", 1)[1].strip())
+    found = verdicts.known_mistake(spec, message.rsplit("\nHint: ", 1)[1].strip())
     return (found if found and found["kind"] != "diagnosis" else None), True
 
 
@@ -362,7 +362,7 @@ def _banner(names: bool) -> str:
 def _who(students: list[str], names: bool) -> str:
     if not names or not students:
         return ""
-    return f"<div class=students>{html.escape(', '.join(grader._clean(s) for s in students))}</div>"
+    return f"<div class=students>{html.escape(', '.join(reading._clean(s) for s in students))}</div>"
 
 
 def _page(title: str, body: str) -> str:
@@ -428,8 +428,8 @@ def chapter_html(report: ChapterReport, *, names: bool = False) -> str:
             rows = []
             for (kind, name, hint), students in sorted(e.mistakes.items(), key=lambda kv: (-len(kv[1]), kv[0])):
                 label = name if kind == "mistake" else f"error: {name}"
-                rows.append(f"<tr><td class=n>{len(students)}</td><td><code>{html.escape(grader._clean(label))}</code></td>"
-                            f"<td>{html.escape(grader._clean(hint))}{_who(students, names)}</td></tr>")
+                rows.append(f"<tr><td class=n>{len(students)}</td><td><code>{html.escape(reading._clean(label))}</code></td>"
+                            f"<td>{html.escape(reading._clean(hint))}{_who(students, names)}</td></tr>")
             if e.diagnosed:
                 examples = Counter(scrub(f.message) for f in e.diagnosed).most_common(EXAMPLES)
                 shown = "".join(f"<li>{html.escape(text)}" + (f" ({n}×)" if n > 1 else "") + "</li>" for text, n in examples)
@@ -477,7 +477,7 @@ def _students_table(report: ChapterReport) -> str:
                     missed.append(f"<code>{html.escape(e.name)}</code> ({html.escape(LABELS[outcome])})")
         state = ("needs attention" if student in report.attention else "no result" if student in report.no_result
                  else report.score_of.get(student, "graded"))
-        rows.append(f"<tr><td>{html.escape(grader._clean(student))}</td><td>{html.escape(state)}</td>"
+        rows.append(f"<tr><td>{html.escape(reading._clean(student))}</td><td>{html.escape(state)}</td>"
                     f"<td>{', '.join(missed) or 'all passed'}</td></tr>")
     return ("<h2>Students</h2><table><tr><th>student</th><th>score</th><th>not passed</th></tr>"
             + "".join(rows) + "</table>")
@@ -508,7 +508,7 @@ def overview_html(reports: list[ChapterReport], *, names: bool = False) -> str:
 def _cell(value: Any) -> Any:
     """A spreadsheet shows text, never runs it: a cell that starts like a formula gets a quote."""
     if isinstance(value, str):
-        value = grader._clean(value)
+        value = reading._clean(value)
         if value[:1] in ("=", "+", "-", "@", "\t", "\r"):
             return "'" + value
     return value

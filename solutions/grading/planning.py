@@ -1,0 +1,105 @@
+"""The plan for one submission: hidden inputs, the reference's outputs, the order of requests.
+
+Its job: for each exercise, draw the hidden inputs from a seed only the grader can compute
+(:func:`hidden_seed`), compute the reference's outcomes here on the CPU
+(:func:`expected_outcomes`), and prepare the request the sandbox gets when it is that
+exercise's turn (:func:`encode_cases`: never a case's label); then order the exercises so that
+one whose reference another exercise uses is asked first (:func:`order_exercises`).
+
+Everything here is trusted: it reads the course's specs and runs the course's references, and
+it never sees the student's notebook or anything the sandbox sent. The secret and the expected
+outcomes stay in this process; only the requests cross into the sandbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+from solutions.checks import SPECS
+from solutions.checks import core as checks_core
+from solutions.checks import wire
+from solutions.checks.core import Case, exact_math, run
+from solutions.grading import withhold
+from solutions.grading.reading import Exercise, Released
+
+
+def hidden_seed(secret: bytes, assignment: str, student: str, exercise: str) -> int:
+    """A seed per student and exercise that only the grader can compute; the same on a re-grade."""
+    digest = hmac.new(secret, f"{assignment}/{student}/{exercise}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:6], "big")
+
+
+def encode_cases(cases: list[Case]) -> list[dict]:
+    """What the sandbox needs of each case (never its label, which may describe it)."""
+    return [
+        {"args": wire.encode(list(c.args)), "kwargs": wire.encode(dict(c.kwargs)),
+         "seed": getattr(c, "seed", None), "device": getattr(c, "device", None)}
+        for c in cases
+    ]
+
+
+def expected_outcomes(spec, cases: list[Case]) -> list:
+    """The reference's outcomes, computed here on the CPU, as the notebooks' checks compute them."""
+    with exact_math():
+        helper = getattr(checks_core, "expected_outcomes", None)
+        if helper is not None:
+            return helper(spec, cases, "cpu")
+        prepare = getattr(checks_core, "prepare", None)
+        fn = prepare(spec, spec.reference) if prepare is not None else spec.reference
+        return wire.round_trip(run(fn, cases))
+
+
+def driver_path(spec) -> str | None:
+    """Where the sandbox finds the spec's driver: a reference-free module of the checks."""
+    driver = getattr(spec, "driver", None)
+    if driver is None:
+        return None
+    return f"{driver.__module__}:{driver.__qualname__}"
+
+
+@dataclass
+class _Plan:
+    exercise: Exercise
+    spec: Any
+    cases: list
+    expected: list
+    request: dict  # what the sandbox gets, when it is this exercise's turn
+    own: tuple[str, str] | None  # (module, name) of its reference
+    exposes: set  # (module, name) pairs its `uses` bring into the sandbox
+
+
+def order_exercises(plans: list[_Plan]) -> list[_Plan]:
+    """Notebook order, except that an exercise whose reference another one uses is asked first:
+    once that reference is in the sandbox, the exercise can no longer be graded there."""
+    placed: list[_Plan] = []
+    todo = list(plans)
+    while todo:
+        for plan in todo:
+            blockers = [p for p in todo if p is not plan and p.own in plan.exposes]
+            if not blockers:
+                break
+        else:
+            plan = todo[0]  # a cycle: the grader starts a fresh sandbox where needed
+        placed.append(plan)
+        todo.remove(plan)
+    return placed
+
+
+
+def plan_exercises(released: Released, secret: bytes, assignment: str, student: str) -> list[_Plan]:
+    """One plan per exercise, in notebook order: hidden inputs and the reference's outputs are
+    computed here, never in the sandbox."""
+    plans = []
+    for exercise in released.exercises:
+        spec = SPECS[exercise.name]
+        cases = spec.make_cases(hidden_seed(secret, assignment, student, exercise.name))
+        expected = expected_outcomes(spec, cases)
+        uses, exposes = withhold.uses_payload(spec)
+        request = {"op": "exercise", "name": exercise.name, "cases": encode_cases(cases), "uses": uses,
+                   "driver": driver_path(spec)}
+        own = withhold._top_name(spec.reference)
+        plans.append(_Plan(exercise, spec, cases, expected, request, own, exposes))
+    return plans
