@@ -572,7 +572,8 @@ def train(model: GPT, train_data: torch.Tensor, val_data: torch.Tensor | None, c
     batch. Only rank 0 shows progress and writes the checkpoint.
 
     History: "step", "loss" (the training loss of every step, averaged over processes), "lr",
-    "eval" (a list of {"step", "train", "val"}), "seconds" (time spent in steps, this run).
+    "eval" (a list of {"step", "seconds", "train", "val"}), "seconds" (time spent training,
+    evaluations left out, resumed runs included).
     """
     c = config
     rank, world = _distributed()
@@ -594,29 +595,36 @@ def train(model: GPT, train_data: torch.Tensor, val_data: torch.Tensor | None, c
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         step, history = state["step"], state["history"]
-        history["seconds"] = 0.0
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     rows = slice(rank * c.batch // world, (rank + 1) * c.batch // world)  # this process's share
 
+    # training time, evaluations left out: the resumed runs' (base), plus this run's so far
+    clock = {"base": history["seconds"], "start": time.perf_counter(), "eval": 0.0}
+
+    def training_seconds() -> float:
+        return clock["base"] + time.perf_counter() - clock["start"] - clock["eval"]
+
     def evaluate():
         if c.eval_batches and val_data is not None:
-            record = {"step": step,
+            began = time.perf_counter()
+            record = {"step": step, "seconds": training_seconds(),
                       "train": estimate_loss(model, train_data, c.batch, c.seq, c.eval_batches, seed=1, amp=amp),
                       "val": estimate_loss(model, val_data, c.batch, c.seq, c.eval_batches, seed=2, amp=amp)}
             history["eval"].append(record)
+            clock["eval"] += time.perf_counter() - began
             return record
 
     def save():
         if checkpoint is not None and rank == 0:
-            history["step"] = step
+            history["step"], history["seconds"] = step, training_seconds()
             save_checkpoint(checkpoint, model, optimizer, step, generator, history, c)
 
     last = c.steps if stop_at is None else min(stop_at, c.steps)
     bar = _progress(range(step, last), enabled=progress and rank == 0, initial=step, total=c.steps)
     model.train()
-    start = time.perf_counter()
+    clock["start"] = time.perf_counter()  # the progress bar's start-up is not training
     try:
         for step in bar:
             if c.eval_interval and step % c.eval_interval == 0 and step > 0:
@@ -651,7 +659,6 @@ def train(model: GPT, train_data: torch.Tensor, val_data: torch.Tensor | None, c
             if c.checkpoint_interval and step % c.checkpoint_interval == 0:
                 save()
     except KeyboardInterrupt:
-        history["seconds"] += time.perf_counter() - start
         step = len(history["loss"])  # the updates done: resuming continues with the next one
         save()
         raise
@@ -659,10 +666,9 @@ def train(model: GPT, train_data: torch.Tensor, val_data: torch.Tensor | None, c
         if hasattr(bar, "close"):
             bar.close()
     step = len(history["loss"])  # the updates done, this run and the ones it resumed
-    history["seconds"] += time.perf_counter() - start
     if step == c.steps and (not history["eval"] or history["eval"][-1]["step"] != step):
         evaluate()
-    history["step"] = step
+    history["step"], history["seconds"] = step, training_seconds()
     save()
     return history
 
@@ -741,7 +747,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--steps", type=int, help="optimiser steps (default: the preset's)")
     parser.add_argument("--batch", type=int, help="global batch (default: the preset's)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (min_lr stays max_lr / 10)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (min_lr: max_lr / 10 unless --min-lr)")
+    parser.add_argument("--min-lr", type=float, help="final learning rate")
+    parser.add_argument("--warmup", type=int, help="warm-up steps (default: the preset's)")
     parser.add_argument("--eval-interval", type=int)
     parser.add_argument("--eval-batches", type=int)
     parser.add_argument("--n-chars", type=int, help="train on the first N characters only")
@@ -768,9 +776,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     tokenizer, train_data, val_data = shakespeare_data(args.n_chars)
     preset = PRESETS[args.preset](tokenizer.vocab_size)
     changes = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("eval_interval", args.eval_interval),
-                                 ("eval_batches", args.eval_batches)) if v is not None}
+                                 ("eval_batches", args.eval_batches), ("warmup_steps", args.warmup))
+               if v is not None}
     if args.lr:
         changes |= {"max_lr": args.lr, "min_lr": args.lr / 10}
+    if args.min_lr is not None:
+        changes["min_lr"] = args.min_lr
     config = dataclasses.replace(preset.train, seed=args.seed, **changes)
     torch.manual_seed(args.seed)  # the same initial weights in every process
     model = GPT(preset.model).to(device)
