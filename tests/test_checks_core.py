@@ -190,9 +190,8 @@ class _Scale(torch.nn.Module):
 
 
 def _module_spec(**kw):
-    g = torch.Generator().manual_seed(0)
-
     def cases(seed):
+        g = torch.Generator().manual_seed(seed)  # one seed, one set of cases
         c = module_case({"d": 3}, {"w": torch.randn(3, generator=g)}, (torch.randn(2, 3, generator=g),), torch.randn(2, 3, generator=g), "x")
         meta = module_case(*c.args, label="meta")
         meta.device = "meta"

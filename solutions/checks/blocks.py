@@ -73,8 +73,9 @@ def _cases_norm(seed: int, parameters: tuple[str, ...]) -> list[Case]:
         weights = {"w": 1 + 0.3 * torch.randn(d_model, generator=g)}
         if "b" in parameters:
             weights["b"] = 0.3 * torch.randn(d_model, generator=g)
-        cotangent = torch.randn(x.shape[:-1] + (d_model,), generator=g)
-        return module_case(init, weights, (x,), cotangent, label)
+        cotangent = torch.randn(x.shape[:-1] + (d_model,), generator=g, dtype=x.dtype)
+        # the exercise: written from the formula, not with torch's own layer_norm / rms_norm
+        return module_case(init, weights, (x,), cotangent, label, watch=("layer_norm", "rms_norm"))
 
     for label in ("a (batch, seq, d_model) tensor", "another size"):
         b, s, d = rng.randint(2, 3), rng.randint(4, 6), rng.randint(5, 9)
@@ -84,6 +85,7 @@ def _cases_norm(seed: int, parameters: tuple[str, ...]) -> list[Case]:
     cases.append(case(d, 0.05 * torch.randn(b, s, d, generator=g), "eps given", eps=0.01))
     cases.append(case(7, 2 * torch.randn(4, 7, generator=g) - 1, "two axes (seq, d_model)"))
     cases.append(case(6, torch.randn(2, 3, 2, 6, generator=g), "four axes"))
+    cases.append(case(5, 2 + torch.randn(2, 3, 5, generator=g, dtype=torch.float64), "float64 input: float64 output"))
     constant = torch.full((2, 3, 5), 4.0)
     cases.append(case(5, constant, "constant positions: the variance is 0"))
     meta = case(5, torch.randn(2, 3, 5, generator=g), "the meta device (finds tensors made without device=)")
@@ -140,6 +142,11 @@ class _LayerNormNoMean(_LayerNormBase):
     def forward(self, x):
         var = x.var(dim=-1, keepdim=True, unbiased=False)
         return x / torch.sqrt(var + self.eps) * self.w + self.b
+
+
+class _LayerNormTorch(_LayerNormBase):
+    def forward(self, x):
+        return torch.nn.functional.layer_norm(x, (x.shape[-1],), self.w, self.b, self.eps)
 
 
 class _RMSNormBase(torch.nn.Module):
@@ -200,7 +207,13 @@ def _cases_TransformerBlock(seed: int) -> list[Case]:
     sizes = dict(d_model=d_model, n_heads=n_heads, d_mlp=rng.randint(13, 19), d_vocab=50, n_ctx=16, n_layers=1)
     cases = [
         _block_case(g, {**sizes, **_GPT2_LIKE}, 2, rng.randint(4, 7), "a GPT-2 block (LayerNorm, GELU MLP, biases)"),
-        _block_case(g, {**sizes, **_LLAMA_LIKE}, 3, rng.randint(4, 7), "a LLaMA block (RMSNorm, SwiGLU, RoPE, no biases)"),
+        _block_case(g, {**sizes, **_LLAMA_LIKE, "rope_base": 500.0}, 3, rng.randint(4, 7),
+                    "a LLaMA block (RMSNorm, SwiGLU, RoPE with rope_base 500, no biases)"),
+        # the switches are independent: none of them may be read from another
+        _block_case(g, {**sizes, "norm": "layernorm", "mlp": "swiglu", "positions": "learned", "bias": True}, 2, 5,
+                    "SwiGLU with learned positions and attention biases"),
+        _block_case(g, {**sizes, "norm": "rmsnorm", "mlp": "gelu", "positions": "rope", "bias": False,
+                        "rope_base": 50.0}, 2, 5, "RMSNorm with a GELU MLP, RoPE (rope_base 50), no biases"),
         # eps of order the variance: a norm built without config.layer_norm_eps shows
         _block_case(g, {**sizes, **_GPT2_LIKE, "layer_norm_eps": 0.05, "fused": True}, 2, 5,
                     "small inputs, layer_norm_eps = 0.05, fused attention", scale=0.2),
@@ -235,6 +248,12 @@ class _BlockOneNorm(_BlockVariant):
     def forward(self, x):
         x = x + self.attn(self.ln1(x))
         return x + self.mlp(self.ln1(x))
+
+
+class _BlockSharedNorm(ref.TransformerBlock):
+    def __init__(self, config):
+        super().__init__(config)
+        self.ln2 = self.ln1  # one module under two names: both positions use the same parameters
 
 
 class _BlockParallel(_BlockVariant):
@@ -283,7 +302,16 @@ def _cases_GPT(seed: int) -> list[Case]:
                   "learned positions, its own W_U, a sequence of exactly n_ctx"),
         _gpt_case(g, llama, 3, rng.randint(4, 6), "LLaMA's switches (RMSNorm, SwiGLU, RoPE, no biases, untied)"),
         _gpt_case(g, {**llama, "tie_embeddings": True, "n_layers": 3}, 2, 5, "RoPE with tied embeddings, 3 layers"),
+        # the switches are independent: none of them may be read from another
+        _gpt_case(g, {**gpt2, "norm": "rmsnorm", "layer_norm_eps": 0.5, "tie_embeddings": False}, 2, 5,
+                  "RMSNorm with learned positions, untied, layer_norm_eps = 0.5"),
+        _gpt_case(g, {**llama, "norm": "layernorm", "mlp": "gelu", "bias": True, "layer_norm_eps": 0.5,
+                      "rope_base": 100.0}, 2, 5, "LayerNorm and GELU with RoPE (rope_base 100), layer_norm_eps = 0.5"),
     ]
+    # the same model called twice, the second time on a shorter sequence
+    twice = _gpt_case(g, gpt2, 2, 6, "two calls of one model (6 tokens, then 3)")
+    twice.kwargs = {"again": (torch.randint(0, gpt2["d_vocab"], (3, 3), generator=g),)}
+    cases.append(twice)
     for config, what in ((gpt2, "learned positions"), (llama, "RoPE")):
         case = _gpt_case(g, config, 1, config["n_ctx"] + 1, f"a sequence longer than n_ctx ({what})")
         case.mentions = (f"n_ctx = {config['n_ctx']}",)  # the exercise: the message names the limit
@@ -296,8 +324,9 @@ def _cases_GPT(seed: int) -> list[Case]:
     big = dict(d_model=128, n_heads=2, d_mlp=256, d_vocab=300, n_ctx=64, n_layers=2)
     cases.append(init_case({"config": _config(**big, **_GPT2_LIKE, tie_embeddings=False)},
                            "the initial parameters (GPT-2's switches, untied): W_O and W_out scaled down", seed))
-    cases.append(init_case({"config": _config(**big, **_LLAMA_LIKE, tie_embeddings=True)},
-                           "the initial parameters (LLaMA's switches, tied): W_O and W_down scaled down", seed))
+    # 3 layers: 0.02 / sqrt(6) = 0.0082 rounds to 0.008 (7 standard errors from 0.0085), 0.02 / 3 to 0.007
+    cases.append(init_case({"config": _config(**{**big, "n_layers": 3}, **_LLAMA_LIKE, tie_embeddings=False)},
+                           "the initial parameters (LLaMA's switches, 3 layers): W_O and W_down scaled down", seed))
     return cases
 
 
@@ -332,6 +361,16 @@ class _GPTNoContextCheck(ref.GPT):
         x = self.embed(tokens)
         if self.config.positions == "learned":
             x = x + self.pos_embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_final(x) @ (self.embed.W_E.T if self.config.tie_embeddings else self.W_U)
+
+
+class _GPTNoPositions(ref.GPT):
+    def forward(self, tokens):
+        if tokens.shape[-1] > self.config.n_ctx:
+            raise ValueError(f"n_ctx = {self.config.n_ctx}")
+        x = self.embed(tokens)
         for block in self.blocks:
             x = block(x)
         return self.ln_final(x) @ (self.embed.W_E.T if self.config.tie_embeddings else self.W_U)
@@ -501,6 +540,8 @@ SPECS = [
             Mistake("eps outside", "eps goes inside the square root: sqrt(var + eps), not sqrt(var) + eps.", _LayerNormEpsOutside),
             Mistake("wrong axis", "normalise each position over its own d_model numbers: the last axis, dim=-1.", _LayerNormWrongAxis),
             Mistake("no mean", "subtract the mean before dividing: (x - mean) / sqrt(var + eps).", _LayerNormNoMean),
+            Mistake("torch's layer_norm", "write the normalisation from its formula: F.layer_norm is what the check "
+                    "compares with, not an answer.", _LayerNormTorch),
         ],
     ),
     Spec(
@@ -532,6 +573,8 @@ SPECS = [
             Mistake("no residual around attention", "add attention's output to the stream: x = x + attn(ln1(x)).", _BlockNoAttnResidual),
             Mistake("no residual around the MLP", "add the MLP's output to the stream: x = x + mlp(ln2(x)).", _BlockNoMLPResidual),
             Mistake("one norm", "the MLP reads ln2(x), its own norm with its own parameters, not ln1(x).", _BlockOneNorm),
+            Mistake("shared norm", "ln1 and ln2 are two separate modules, each with its own parameters: build two norms, "
+                    "do not assign one to both names.", _BlockSharedNorm),
             Mistake("parallel", "the MLP reads the stream *after* attention has added to it: compute x = x + attn(ln1(x)) "
                     "first, then x + mlp(ln2(x)).", _BlockParallel),
             Mistake("default eps", "build the norms with config.layer_norm_eps, not their default eps.", _BlockDefaultEps),
@@ -550,6 +593,7 @@ SPECS = [
         uses={**_NORMS, "TransformerBlock": ref.TransformerBlock, **_EARLIER_PARTS},
         mistakes=[
             Mistake("no ln_final", "normalise the stream once more with ln_final after the last block, before W_U.", _GPTNoFinalNorm),
+            Mistake("no positions", "with learned positions, add pos_embed(tokens) to the token embeddings.", _GPTNoPositions),
             Mistake("always tied", "with tie_embeddings=False the model unembeds with its own W_U, not W_E.T.", _GPTAlwaysTied),
             Mistake("no context check", "check seq > config.n_ctx in GPT.forward itself: a RoPE model has no pos_embed "
                     "to refuse a long sequence.", _GPTNoContextCheck),

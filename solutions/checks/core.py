@@ -362,6 +362,9 @@ def difference(
 _MODULE_PARTS = {
     "output": "the output of forward",
     "grads": "the gradients",
+    "input_grads": "the gradients with respect to forward's inputs",
+    "again": "the output of a second call of forward (on other inputs)",
+    "copies": "which initial parameters repeat another one's values",
     "init": "the initial parameters",
     "changes_with_seed": "whether the initial parameters are random",
     "calls": "which torch functions forward called",
@@ -378,7 +381,9 @@ def _key_where(where: str, key: Any) -> str:
     if where.startswith("the initial ") and not where.startswith("the initial parameters"):
         return f"{where}'s {key} (rounded)"
     if where == "which torch functions forward called":
-        return f"whether forward called torch's {key} (it depends on the module's settings)"
+        return f"whether forward called torch's {key}"
+    if where.startswith("which initial parameters repeat"):
+        return f"whether the initial {key} repeats the values of another parameter (a copy)"
     if where.startswith("whether the initial"):
         return f"whether the initial {key} is random"
     return f"the value for key {key!r}"
@@ -438,6 +443,10 @@ DEFAULT_ERROR_HINTS = {
     "NotImplementedError: meta tensor": (
         "some tensor left the inputs' device (.cpu(), .numpy(), .item() or a tensor made without "
         "device=): the check ran this case on the `meta` device, where that shows as on a GPU."
+    ),
+    "RuntimeError: a leaf Variable that requires grad is being used in an in-place operation": (
+        "forward changes its input in place (x += ..., x[...] = ...): the check needs the input's gradient, "
+        "so compute a new tensor instead (x = x + ...)."
     ),
     "RuntimeError: (not on the expected device|same device)": (
         "some tensor is on another device than the inputs: create tensors with device= the inputs' "
@@ -511,11 +520,15 @@ def _first_problem(
     if got.error is not None:
         kind, text = got.error
         hint = _likely_mistake(spec, cases, outcomes, expected, index) or _error_hint(spec, kind, text)
+        if want.error is not None:  # refused, but with another kind of error than the exercise asks for
+            return f"{spec.name} raised {kind}{on}, where it should raise {want.error[0]}: {text}", hint, got.exception
         return f"{spec.name} raised {kind}{on}: {text}", hint, got.exception
     if want.error is not None:  # the reference refuses this input: the learner must refuse too
         hint = _likely_mistake(spec, cases, outcomes, expected, index)
+        # a module's result is the driver's record (output, gradients): not worth showing
+        result = "ran without an error" if getattr(spec.driver, "wants_class", False) else f"returned {_short(got.value)}"
         return (
-            f"{spec.name}{on} should raise {want.error[0]} ({want.error[1]}), but it returned {_short(got.value)}.",
+            f"{spec.name}{on} should raise {want.error[0]} ({want.error[1]}), but it {result}.",
             hint,
             None,
         )
@@ -653,13 +666,17 @@ def expected_outcomes(spec: Spec, cases: list[Case], device: torch.device | str)
 
 # The reference's outcomes of the last few checks, as wire text (decoded afresh on every use, so a
 # check cannot change them): a learner who reruns a check, and mutation testing, which checks
-# hundreds of wrong versions against the same cases, do not recompute them.
+# hundreds of wrong versions against the same cases, do not recompute them. This relies on
+# make_cases(seed) drawing the same cases for the same seed, as the grader does too (a test keeps
+# every spec to it).
 _EXPECTED_CACHE: dict[tuple, str] = {}
 _EXPECTED_CACHE_SIZE = 8
 
 
 def _cached_expected(spec: Spec, seed: int, cases: list[Case], device: torch.device) -> list[Outcome]:
-    key = (spec.name, id(spec.reference), id(spec.make_cases), seed)
+    # the objects themselves, not their ids: the cache keeps them alive, so a new spec made in the
+    # same place (a test, a reloaded module) can never be taken for an old one
+    key = (spec.name, spec.reference, spec.make_cases, spec.driver, seed)
     text = _EXPECTED_CACHE.pop(key, None)
     if text is None:
         on_cpu = [on_device(c, "cpu") for c in cases]

@@ -42,16 +42,20 @@ def module_case(
     cotangent: Optional[torch.Tensor],
     label: str = "",
     watch: tuple[str, ...] = (),
+    again: Optional[tuple] = None,
 ) -> Case:
     """One module check: build with ``init``, load ``weights``, run ``forward(*inputs)``, backprop ``cotangent``.
 
     ``watch``: names of torch functions (e.g. "scaled_dot_product_attention") whose use is part
     of the answer: the result then says which of them forward called. ``weights == {}``: only
-    build the module (for a config the exercise says to refuse).
+    build the module (for a config the exercise says to refuse). ``again``: inputs of a second
+    call of the same module (a module that keeps something from its first call shows).
     """
     case = Case((dict(init), dict(weights), tuple(inputs), cotangent), label=label)
     if watch:
         case.args = case.args + (tuple(watch),)
+    if again is not None:
+        case.kwargs = {"again": tuple(again)}
     return case
 
 
@@ -165,7 +169,18 @@ def _initialisation(cls: Any, init: dict) -> dict:
         n: not torch.equal(p.detach(), q.detach())
         for (n, p), (_, q) in zip(first.named_parameters(), second.named_parameters())
     }
-    return {"init": _init_statistics(first), "changes_with_seed": moved}
+    return {"init": _init_statistics(first), "changes_with_seed": moved, "copies": _copies(first)}
+
+
+def _copies(module: torch.nn.Module) -> dict[str, bool]:
+    """For each parameter, whether another one holds the same values in some order (a copy, a
+    transpose). Each random parameter is drawn on its own, so only constants (ones, zeros) repeat;
+    a bool, not a name, so that the order in which the parameters were created does not matter."""
+    keys = {n: p.detach().flatten().double().sort().values.cpu().numpy().tobytes() for n, p in module.named_parameters()}
+    counts: dict[bytes, int] = {}
+    for key in keys.values():
+        counts[key] = counts.get(key, 0) + 1
+    return {n: counts[key] > 1 for n, key in keys.items()}
 
 
 def _init_statistics(module: torch.nn.Module) -> dict[str, dict[str, float]]:
@@ -227,11 +242,16 @@ def _first_tensor(value: Any) -> Optional[torch.Tensor]:
     return None
 
 
+def _differentiable(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.is_floating_point()
+
+
 def module_driver(cls: Any) -> Callable:
     """A function of one module case that builds, loads, runs and backprops ``cls`` (see module doc)."""
     name = getattr(cls, "__name__", type(cls).__name__)
 
-    def drive(init: dict, weights: dict, inputs: tuple, cotangent: Optional[torch.Tensor], watch: tuple = ()) -> dict:
+    def drive(init: dict, weights: dict, inputs: tuple, cotangent: Optional[torch.Tensor], watch: tuple = (),
+              again: Optional[tuple] = None) -> dict:
         if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
             raise TypeError(f"{name} should be a class derived from torch.nn.Module")
         if weights is None:  # an init_case
@@ -247,6 +267,9 @@ def module_driver(cls: Any) -> Callable:
             # on the CPU, as it would on a GPU, and the forward pass shows it
             module.to(first.device)
         module.load_state_dict(weights, strict=True)
+        # float inputs are leaves that need a gradient: the gradient that flows back into the
+        # input (what the layers before receive) is part of the answer, not only the parameters'
+        inputs = tuple(x.detach().requires_grad_() if _differentiable(x) else x for x in inputs)
         with _Watch(tuple(watch)) as watching:
             output = module(*inputs)
         if cotangent is not None and isinstance(output, torch.Tensor) and output.requires_grad:
@@ -254,8 +277,14 @@ def module_driver(cls: Any) -> Callable:
         grads = {n: (p.grad.detach() if p.grad is not None else None) for n, p in module.named_parameters()}
         out = output.detach() if isinstance(output, torch.Tensor) else output
         result = {"output": out, "grads": grads}
+        if cotangent is not None and any(_differentiable(x) for x in inputs):
+            result["input_grads"] = [x.grad.detach() if x.grad is not None else None for x in inputs if _differentiable(x)]
         if watch:
             result["calls"] = {f: f in watching.seen for f in watch}
+        if again is not None:
+            with torch.no_grad():
+                second = module(*again)
+            result["again"] = second.detach() if isinstance(second, torch.Tensor) else second
         return result
 
     drive.__name__ = name
