@@ -173,7 +173,7 @@ def main() -> None:
     parser.add_argument("--baseline-run", action="store_true", help="also train with nanoGPT's hyper-parameters")
     parser.add_argument("--no-train", action="store_true", help="throughput and MFU only")
     args = parser.parse_args()
-    rounds, steps = (3, 10) if args.quick else (7, 30)
+    rounds, steps = (3, 5) if args.quick else (7, 30)
     if args.quick:
         args.steps = min(args.steps, 200)
     print(f"{platform.platform()}, Python {platform.python_version()}, torch {torch.__version__}, "
@@ -191,7 +191,7 @@ def main() -> None:
     if not args.no_train:
         print()
         minutes = [1, 2, 5]
-        loss_run("chapter preset (lr 2e-3, warm-up 50, min lr 2e-4)", {}, args.steps, minutes, args.train_threads)
+        loss_run("chapter preset (lr 5e-3, warm-up 100, min lr 5e-5)", {}, args.steps, minutes, args.train_threads)
         if args.baseline_run:
             loss_run("nanoGPT's hyper-parameters (lr 1e-3, warm-up 100, min lr 1e-4)",
                      {"max_lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100}, args.steps, minutes, args.train_threads)
