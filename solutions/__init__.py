@@ -11,4 +11,4 @@ a learner's code with these references; ``solutions.grading`` is the instructor'
 __version__ = "0.1.0"
 
 # The chapters that exist, in course order. Notebook tooling, checks and grading read this list.
-CHAPTERS = ["01_tokenization", "02_embeddings", "03_attention", "04_mlp", "05_blocks"]
+CHAPTERS = ["01_tokenization", "02_embeddings", "03_attention", "04_mlp", "05_blocks", "06_training"]

@@ -272,9 +272,6 @@ def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, max_steps:
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
 
 
-EMBEDDINGS = ("W_E", "W_pos")
-
-
 def weight_decay_groups(names: list[str]) -> tuple[list[str], list[str]]:
     """Which parameters get weight decay: (decay, no_decay), each in the order of ``names``.
 
@@ -295,7 +292,7 @@ def weight_decay_groups(names: list[str]) -> tuple[list[str], list[str]]:
     decay, no_decay = [], []
     for name in names:
         last = name.split(".")[-1]
-        if last.startswith("W_") and last not in EMBEDDINGS:
+        if last.startswith("W_") and last not in ("W_E", "W_pos"):  # the embeddings do not decay
             decay.append(name)
         else:
             no_decay.append(name)

@@ -1,0 +1,659 @@
+"""Check specs for chapter 6, training and sampling: one :class:`Spec` per exercise.
+
+Every exercise is a function of tensors and numbers, deterministic given its inputs (a random
+choice takes its offsets or uniform numbers as an argument), so each is checked exactly, on any
+device. Inputs come from a ``torch.Generator`` seeded by the check's seed, on the CPU. Each rule
+the notebook states has a targeted case (the shift by one, logits of +-1000, bias correction at
+step 1, eps where the gradient is tiny, the end of the warm-up, ties at the k-th logit, the token
+that crosses p, a uniform number exactly on a boundary); random cases of several sizes follow.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+
+from solutions import blocks as ref_blocks
+from solutions import training as ref
+from solutions.checks.core import Case, Mistake, Spec
+
+CHAPTER = "06_training"
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --- get_batch ----------------------------------------------------------------------------------
+
+
+def _cases_get_batch(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    for _ in range(3):
+        n, seq, batch = rng.randint(30, 60), rng.randint(4, 9), rng.randint(2, 3)
+        data = torch.randint(0, 65, (n,), generator=g)
+        starts = torch.randint(0, n - seq, (batch,), generator=g)
+        starts[0] = n - seq - 1  # the last window that still has a target for its last position
+        cases.append(Case((data, starts, seq), label="random starts, the last possible one first"))
+    data = torch.arange(100, 140, dtype=torch.int32)  # ids equal to positions + 100: a shift shows
+    cases.append(Case((data, torch.tensor([0, 7, 33]), 6), label="int32 ids 100, 101, ...; x and y are int64"))
+    cases.append(Case((torch.randint(0, 65, (20,), generator=g), torch.tensor([3]), 1), label="seq = 1"))
+    for starts, what in ((torch.tensor([2, 16]), "one start too far"), (torch.tensor([-1, 2]), "a negative start")):
+        case = Case((torch.arange(20), starts, 4), label=f"{what} (n = 20, seq = 4)")
+        case.mentions = ("15",)  # the exercise: the message names the largest allowed start, n - seq - 1
+        cases.append(case)
+    cases.append(Case((torch.arange(40).reshape(2, 20), torch.tensor([1, 2]), 4), label="data of two axes"))
+    cases.append(Case((torch.arange(20), torch.tensor([[1, 2]]), 4), label="starts of two axes"))
+    cases.append(Case((torch.rand(20, generator=g), torch.tensor([1, 2]), 4), label="float data"))
+    cases.append(Case((torch.arange(20), torch.tensor([1.0, 2.0]), 4), label="float starts"))
+    cases.append(Case((torch.arange(20), torch.tensor([1, 2]), 0), label="seq = 0"))
+    return cases
+
+
+def _batch_not_shifted(data, starts, seq):
+    offsets = starts[:, None] + torch.arange(seq)
+    return data[offsets].long(), data[offsets].long()
+
+
+def _batch_shift_two(data, starts, seq):
+    offsets = starts[:, None] + torch.arange(seq)
+    largest = len(data) - seq - 1
+    if starts.min() < 0 or starts.max() > largest:
+        raise ValueError(f"starts must lie in 0..{largest}")
+    return data[offsets].long(), data[(offsets + 2).clamp(max=len(data) - 1)].long()
+
+
+def _batch_strict_limit(data, starts, seq):
+    largest = len(data) - seq - 2  # one window too few: the last start with a target is refused
+    if starts.min() < 0 or starts.max() > largest:
+        raise ValueError(f"starts must lie in 0..{largest}")
+    offsets = starts[:, None] + torch.arange(seq)
+    return data[offsets].long(), data[offsets + 1].long()
+
+
+# --- log_softmax and cross_entropy ------------------------------------------------------------
+
+
+def _logit_cases(rng: random.Random, g: torch.Generator) -> list[tuple[torch.Tensor, str]]:
+    out = []
+    for _ in range(3):
+        b, s, v = rng.randint(2, 3), rng.randint(4, 6), rng.randint(7, 13)
+        out.append((3 * torch.randn(b, s, v, generator=g), "random logits (batch, seq, d_vocab)"))
+    big = 1000 * torch.sign(torch.randn(2, 3, 5, generator=g))  # +-1000: exp overflows without the max
+    big[0, 0] = torch.tensor([1000.0, 999.0, -1000.0, 998.0, 0.0])
+    out.append((big, "logits of +-1000"))
+    out.append((torch.randn(2, 4, 9, generator=g, dtype=torch.float64) * 5 - 700, "float64 logits near -700"))
+    return out
+
+
+def _cases_log_softmax(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = [Case((x,), label=label) for x, label in _logit_cases(rng, g)]
+    masked = torch.randn(2, 3, 6, generator=g)
+    masked[..., -2:] = float("-inf")  # filtered tokens (top-k): probability 0, log probability -inf
+    cases.append(Case((masked,), label="some logits -inf"))
+    cases.append(Case((torch.randn(5, 8, generator=g),),  label="two axes (rows, d_vocab)"))
+    return cases
+
+
+def _log_softmax_naive(logits):
+    return torch.log(torch.exp(logits) / torch.exp(logits).sum(dim=-1, keepdim=True))
+
+
+def _log_softmax_no_max(logits):
+    return logits - torch.log(torch.exp(logits).sum(dim=-1, keepdim=True))
+
+
+def _log_softmax_wrong_axis(logits):
+    m = logits.max(dim=0, keepdim=True).values
+    return logits - m - torch.log(torch.exp(logits - m).sum(dim=0, keepdim=True))
+
+
+def _cases_cross_entropy(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    for logits, label in _logit_cases(rng, g):
+        targets = torch.randint(0, logits.shape[-1], logits.shape[:2], generator=g)
+        targets[0, 0], targets[-1, -1] = 0, logits.shape[-1] - 1
+        cases.append(Case((logits, targets), label=label))
+    uniform = torch.zeros(2, 3, 65)
+    cases.append(Case((uniform, torch.randint(0, 65, (2, 3), generator=g)), label="equal logits: the loss is ln(65)"))
+    case = Case((torch.randn(2, 3, 7, generator=g), torch.tensor([[0, 1, 7], [2, 3, 4]])), label="a target id of d_vocab")
+    case.mentions = ("7",)
+    cases.append(case)
+    case = Case((torch.randn(2, 3, 7, generator=g), torch.tensor([[0, 1, 2], [-1, 3, 4]])), label="a target id of -1")
+    case.mentions = ("7",)
+    cases.append(case)
+    cases.append(Case((torch.randn(2, 3, 7, generator=g), torch.zeros(3, 2, dtype=torch.long)), label="targets (seq, batch)"))
+    cases.append(Case((torch.randn(2, 3, 7, generator=g), torch.zeros(2, 3)), label="float targets"))
+    return cases
+
+
+def _ce_sum(logits, targets):
+    return -ref.log_softmax(logits).gather(-1, targets[..., None]).sum()
+
+
+def _ce_naive(logits, targets):
+    probs = torch.softmax(logits, dim=-1)
+    return -torch.log(probs.gather(-1, targets[..., None])).mean()
+
+
+def _ce_no_minus(logits, targets):
+    return ref.log_softmax(logits).gather(-1, targets[..., None]).mean()
+
+
+def _ce_mean_over_vocab(logits, targets):
+    logprobs = ref.log_softmax(logits)
+    onehot = torch.nn.functional.one_hot(targets, logits.shape[-1]).to(logits.dtype)
+    return -(logprobs * onehot).mean()
+
+
+# --- adamw_update -------------------------------------------------------------------------------
+
+
+def _cases_adamw_update(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+
+    def case(shape, step, lr, beta1, beta2, eps, wd, label, grad_scale=1.0, fresh=False):
+        param = torch.randn(shape, generator=g)
+        grad = grad_scale * torch.randn(shape, generator=g)
+        m = torch.zeros(shape) if fresh else 0.1 * torch.randn(shape, generator=g)
+        v = torch.zeros(shape) if fresh else (0.1 * torch.randn(shape, generator=g)) ** 2
+        if grad_scale < 1e-3 and not fresh:
+            m, v = m * grad_scale, v * grad_scale**2
+        cases.append(Case((param, grad, m, v, step, lr, beta1, beta2, eps, wd), label=label))
+
+    case((3, 4), 1, 1e-2, 0.9, 0.999, 1e-8, 0.1, "the first step: zero moments, bias correction at its largest", fresh=True)
+    case((5,), 2, 3e-3, 0.9, 0.95, 1e-8, 0.1, "step 2, GPT-3's beta2 = 0.95")
+    case((2, 3, 4), 10, 1e-3, 0.8, 0.99, 1e-8, 0.0, "step 10, no weight decay")
+    case((4, 3), 1000, 6e-4, 0.9, 0.95, 1e-8, 0.1, "step 1000: bias correction near 1")
+    case((6,), 3, 0.5, 0.9, 0.999, 1e-8, 0.5, "a large lr and weight decay: decoupled decay shows")
+    case((3, 5), 5, 1e-2, 0.9, 0.999, 1e-6, 0.0, "tiny gradients: eps decides the step", grad_scale=1e-7)
+    case((4,), 1, 1e-2, 0.0, 0.0, 1e-8, 0.0, "beta1 = beta2 = 0: the sign of the gradient", fresh=True)
+    for _ in range(2):
+        shape = (rng.randint(2, 5), rng.randint(2, 5))
+        case(shape, rng.randint(1, 50), 10 ** rng.uniform(-4, -1), rng.uniform(0.5, 0.95), rng.uniform(0.9, 0.999),
+             1e-8, rng.choice([0.0, 0.01, 0.1]), "random settings")
+    # the defaults (beta1 0.9, beta2 0.999, eps 1e-8, weight_decay 0.01): a later step with a large lr
+    # shows the betas and the decay, a first step with gradients of 1e-8 shows eps
+    shape = (3, 4)
+    param, grad = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    m, v = 0.1 * torch.randn(shape, generator=g), (0.1 * torch.randn(shape, generator=g)) ** 2
+    cases.append(Case((param, grad, m, v, 3, 0.1), label="step 3, lr 0.1, the default betas, eps and weight_decay"))
+    param, grad = torch.randn(shape, generator=g), 1e-8 * torch.randn(shape, generator=g)
+    cases.append(Case((param, grad, torch.zeros(shape), torch.zeros(shape), 1, 0.1),
+                      label="the first step with gradients near 1e-8 and the default eps"))
+    bad = Case((torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2), 0, 1e-3, 0.9, 0.999, 1e-8, 0.0),
+               label="step 0 (steps count from 1)")
+    cases.append(bad)
+    cases.append(Case((torch.zeros(2, 3), torch.zeros(3), torch.zeros(2, 3), torch.zeros(2, 3), 1, 1e-3),
+                      label="a gradient of another shape"))
+    return cases
+
+
+def _adamw(param, grad, m, v, step, lr, beta1, beta2, eps, wd, *, correct=True, decay="decoupled",
+           eps_inside=False):
+    if step < 1:
+        raise ValueError("step counts from 1")
+    if decay == "l2":  # Adam with L2 regularisation: the decay goes through the moments
+        grad = grad + wd * param
+    elif decay == "decoupled":
+        param = param * (1 - lr * wd)
+    elif decay == "no lr":
+        param = param * (1 - wd)
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    m_hat, v_hat = (m / (1 - beta1**step), v / (1 - beta2**step)) if correct else (m, v)
+    denom = torch.sqrt(v_hat + eps) if eps_inside else torch.sqrt(v_hat) + eps
+    param = param - lr * m_hat / denom
+    if decay == "after":
+        param = param * (1 - lr * wd)
+    return param, m, v
+
+
+# --- clip_grad_norm -----------------------------------------------------------------------------
+
+
+def _cases_clip_grad_norm(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    for max_norm, label in ((1.0, "a global norm above max_norm"), (100.0, "a global norm below max_norm: unchanged")):
+        grads = [torch.randn(rng.randint(2, 4), rng.randint(2, 5), generator=g) for _ in range(3)]
+        grads.append(torch.randn(rng.randint(3, 6), generator=g))
+        cases.append(Case((grads, max_norm), label=label))
+    # each tensor below the limit, the whole above it: only global clipping scales them
+    cases.append(Case(([torch.full((4,), 0.4), torch.full((2, 2), 0.4), torch.full((3,), 0.4)], 1.0),
+                      label="every tensor under max_norm, all together over it"))
+    cases.append(Case(([3 * torch.randn(7, generator=g)], 0.5), label="one tensor"))
+    cases.append(Case(([torch.zeros(3), torch.zeros(2, 2)], 1.0), label="zero gradients"))
+    cases.append(Case(([], 1.0), label="no gradients"))
+    # a global norm near 1e-6 and a smaller max_norm: the 1e-6 in the scale shows
+    cases.append(Case(([1e-6 * torch.tensor([0.6, 0.8]), torch.zeros(2)], 1e-7), label="tiny gradients, max_norm 1e-7"))
+    cases.append(Case(([torch.randn(3, generator=g)], 0.0), label="max_norm = 0"))
+    cases.append(Case(([], 0.0), label="no gradients and max_norm = 0"))
+    return cases
+
+
+def _clip_per_tensor(grads, max_norm):
+    if max_norm <= 0:
+        raise ValueError("max_norm")
+    if not grads:
+        return [], torch.tensor(0.0)
+    total = torch.stack([g.norm() for g in grads]).norm()
+    return [g * torch.clamp(max_norm / (g.norm() + 1e-6), max=1.0) for g in grads], total
+
+
+def _clip_always(grads, max_norm):
+    if max_norm <= 0:
+        raise ValueError("max_norm")
+    if not grads:
+        return [], torch.tensor(0.0)
+    total = torch.stack([g.norm() for g in grads]).norm()
+    return [g * (max_norm / (total + 1e-6)) for g in grads], total
+
+
+def _clip_sum_of_norms(grads, max_norm):
+    if max_norm <= 0:
+        raise ValueError("max_norm")
+    if not grads:
+        return [], torch.tensor(0.0)
+    total = torch.stack([g.norm() for g in grads]).sum()
+    return [g * torch.clamp(max_norm / (total + 1e-6), max=1.0) for g in grads], total
+
+
+def _clip_norm_after(grads, max_norm):
+    clipped, _ = ref.clip_grad_norm(grads, max_norm)
+    total = torch.stack([g.norm() for g in clipped]).norm() if clipped else torch.tensor(0.0)
+    return clipped, total
+
+
+# --- lr_at ----------------------------------------------------------------------------------------
+
+
+def _cases_lr_at(seed: int) -> list[Case]:
+    rng = random.Random(seed)
+    cases = []
+    schedules = [(6e-4, 6e-5, 10, 100), (1e-3, 0.0, 5, 25), (1.0, 0.1, 0, 20), (3e-4, 3e-5, 8, 8)]
+    schedules.append((10 ** rng.uniform(-4, -2), 0.0, rng.randint(2, 20), rng.randint(30, 200)))
+    for max_lr, min_lr, warmup, max_steps in schedules:
+        last = max_steps + 3
+        steps = sorted({0, 1, max(warmup - 1, 0), warmup, warmup + 1, (warmup + max_steps) // 2, max_steps - 1,
+                        max_steps, max_steps + 1, last, rng.randint(0, last)})
+        for step in steps:
+            cases.append(Case((step, max_lr, min_lr, warmup, max_steps),
+                              label=f"step {step} of warm-up {warmup}, max_steps {max_steps}"))
+    cases.append(Case((-1, 1e-3, 0.0, 5, 20), label="a negative step"))
+    cases.append(Case((3, 1e-3, 0.0, -1, 20), label="a negative warmup_steps"))
+    cases.append(Case((3, 1e-3, 0.0, 10, 5), label="max_steps before the end of the warm-up"))
+    return cases
+
+
+def _lr(step, max_lr, min_lr, warmup, max_steps, *, from_zero=False, to_zero=False, over_all=False, clamp=True):
+    if step < 0 or warmup < 0 or max_steps < warmup:
+        raise ValueError("bad schedule")
+    if step < warmup:
+        return max_lr * (step if from_zero else step + 1) / warmup
+    if step >= max_steps and clamp:
+        return 0.0 if to_zero else min_lr
+    floor = 0.0 if to_zero else min_lr
+    ratio = step / max_steps if over_all else (step - warmup) / max(max_steps - warmup, 1)
+    return floor + 0.5 * (1 + math.cos(math.pi * ratio)) * (max_lr - floor)
+
+
+# --- weight_decay_groups ----------------------------------------------------------------------------
+
+
+def _model_names(**fields) -> list[str]:
+    with torch.random.fork_rng(devices=[]):
+        model = ref_blocks.GPT(ref_blocks.Config(**fields))
+    return [n for n, _ in model.named_parameters()]
+
+
+def _cases_weight_decay_groups(seed: int) -> list[Case]:
+    rng = random.Random(seed)
+    small = dict(d_model=8, n_heads=2, d_mlp=16, d_vocab=11, n_ctx=6, n_layers=2)
+    gpt2 = _model_names(**small)
+    llama = _model_names(**small, norm="rmsnorm", mlp="swiglu", positions="rope", bias=False, tie_embeddings=False)
+    shuffled = list(gpt2 + ["W_U"])
+    rng.shuffle(shuffled)
+    return [
+        Case((gpt2,), label="the names of a GPT-2-style model (tied embeddings)"),
+        Case((llama,), label="the names of a LLaMA-style model (RMSNorm, SwiGLU, own W_U)"),
+        Case((shuffled,), label="the same names in another order: each list keeps the order given"),
+        Case((["head.W_U", "W_E", "embed.W_pos", "ln.w", "ln.b", "attn.b_O", "mlp.W_in"],), label="a few names"),
+        Case(([],), label="no parameters"),
+        Case((["a.W_Q", "a.W_Q"],), label="a name twice"),
+    ]
+
+
+def _groups_all_W(names):
+    if len(set(names)) != len(names):
+        raise ValueError("unique")
+    decay = [n for n in names if n.split(".")[-1].startswith("W_")]
+    return decay, [n for n in names if n not in decay]
+
+
+def _groups_all_but_biases(names):
+    if len(set(names)) != len(names):
+        raise ValueError("unique")
+    no = [n for n in names if n.split(".")[-1].startswith("b")]
+    return [n for n in names if n not in no], no
+
+
+def _groups_swapped(names):
+    decay, no_decay = ref.weight_decay_groups(names)
+    return no_decay, decay
+
+
+# --- sampling -----------------------------------------------------------------------------------
+
+
+def _cases_apply_temperature(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = [Case((3 * torch.randn(2, 7, generator=g), t), label=f"temperature {t}") for t in (0.5, 2.0, 1.0)]
+    cases.append(Case((torch.randn(2, 3, 9, generator=g, dtype=torch.float64), 0.7), label="float64 (batch, seq, d_vocab)"))
+    cases.append(Case((torch.randn(3, 6, generator=g), round(rng.uniform(0.1, 3.0), 3)), label="a random temperature"))
+    for t in (0.0, -1.0):
+        cases.append(Case((torch.randn(2, 5, generator=g), t), label=f"temperature {t}"))
+    return cases
+
+
+def _temperature_times(logits, temperature):
+    if temperature <= 0:
+        raise ValueError("temperature")
+    return logits * temperature
+
+
+def _temperature_on_probs(logits, temperature):
+    if temperature <= 0:
+        raise ValueError("temperature")
+    return torch.log(torch.softmax(logits, dim=-1) / temperature)
+
+
+def _cases_top_k_filter(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    cases = []
+    for _ in range(3):
+        rows, v = rng.randint(2, 4), rng.randint(6, 11)
+        cases.append(Case((torch.randn(rows, v, generator=g), rng.randint(2, v - 1)), label="random logits"))
+    ties = torch.tensor([[1.0, 3.0, 2.0, 3.0, 0.5, 2.0], [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]])
+    cases.append(Case((ties, 3), label="ties at the k-th largest value: all of them are kept"))
+    logits = torch.randn(3, 7, generator=g)
+    cases.append(Case((logits, 1), label="k = 1: only the largest"))
+    cases.append(Case((logits, 7), label="k = d_vocab: nothing is removed"))
+    cases.append(Case((torch.randn(2, 3, 8, generator=g), 4), label="three axes (batch, seq, d_vocab)"))
+    for k in (0, 8):
+        case = Case((torch.randn(2, 7, generator=g), k), label=f"k = {k} with d_vocab = 7")
+        case.mentions = ("7",)
+        cases.append(case)
+    return cases
+
+
+def _topk_by_index(logits, k):
+    if not 1 <= k <= logits.shape[-1]:
+        raise ValueError(f"k must be in 1..{logits.shape[-1]}")
+    index = torch.topk(logits, k, dim=-1).indices
+    out = torch.full_like(logits, float("-inf"))
+    return out.scatter(-1, index, logits.gather(-1, index))
+
+
+def _topk_zero(logits, k):
+    if not 1 <= k <= logits.shape[-1]:
+        raise ValueError(f"k must be in 1..{logits.shape[-1]}")
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, 0.0)
+
+
+def _topk_one_less(logits, k):
+    if not 1 <= k <= logits.shape[-1]:
+        raise ValueError(f"k must be in 1..{logits.shape[-1]}")
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits <= kth, float("-inf")) if k > 1 else logits.masked_fill(logits < kth, float("-inf"))
+
+
+def _probs_row(probs: list[float]) -> torch.Tensor:
+    return torch.log(torch.tensor(probs, dtype=torch.float64)).float()
+
+
+def _cases_top_p_filter(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    order = [3, 0, 4, 1, 2]  # the probabilities are not sorted in the row
+    crossing = torch.stack([_probs_row([0.5, 0.3, 0.1, 0.07, 0.03])[order], _probs_row([0.6, 0.2, 0.1, 0.06, 0.04])[order]])
+    cases = [
+        Case((crossing, 0.65), label="p = 0.65: the token that crosses p is kept"),
+        Case((crossing, 0.3), label="p below the top probability: the top token alone"),
+        Case((crossing, 1.0), label="p = 1: everything"),
+        Case((_probs_row([0.4, 0.4, 0.1, 0.1])[None], 0.5), label="a tie with the last kept token"),
+    ]
+    for _ in range(3):
+        rows, v = rng.randint(2, 4), rng.randint(6, 12)
+        cases.append(Case((2 * torch.randn(rows, v, generator=g), round(rng.uniform(0.2, 0.95), 2)), label="random logits"))
+    cases.append(Case((torch.randn(2, 3, 9, generator=g), 0.7), label="three axes (batch, seq, d_vocab)"))
+    masked = torch.randn(2, 8, generator=g)
+    masked[:, :3] = float("-inf")
+    cases.append(Case((masked, 0.9), label="after top-k: some logits already -inf"))
+    cases.append(Case((torch.randn(2, 5, generator=g), 0.0), label="p = 0"))
+    cases.append(Case((torch.randn(2, 5, generator=g), 1.5), label="p = 1.5"))
+    return cases
+
+
+def _topp_exclusive(logits, p):
+    if not 0 < p <= 1:
+        raise ValueError("p")
+    sorted_logits, _ = torch.sort(logits, dim=-1, descending=True)
+    cum = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1)
+    keep = cum <= p  # stops before the token that crosses p
+    keep[..., 0] = True
+    cutoff = sorted_logits.gather(-1, keep.sum(dim=-1, keepdim=True) - 1)
+    return logits.masked_fill(logits < cutoff, float("-inf"))
+
+
+def _topp_unsorted(logits, p):
+    if not 0 < p <= 1:
+        raise ValueError("p")
+    probs = torch.softmax(logits, dim=-1)
+    before = torch.cumsum(probs, dim=-1) - probs  # in the row's own order, not by probability
+    return logits.masked_fill(before >= p, float("-inf"))
+
+
+def _cases_sample_from_probs(seed: int) -> list[Case]:
+    rng, g = random.Random(seed), _gen(seed)
+    probs = torch.tensor([[0.25, 0.25, 0.5, 0.0], [0.0, 0.5, 0.0, 0.5], [0.125, 0.125, 0.25, 0.5]])
+    cases = [
+        Case((probs, torch.tensor([0.0, 0.0, 0.999])), label="u = 0 and u near 1"),
+        # 0.25, 0.5 and 0.5 are exactly values of the cdf: u < cdf[i] picks the next token
+        Case((probs, torch.tensor([0.25, 0.5, 0.5])), label="u exactly on a boundary of the cdf"),
+        Case((probs, torch.tensor([0.3, 0.49, 0.26])), label="u inside an interval"),
+        Case((torch.tensor([[0.3, 0.3, 0.3999999, 0.0]]), torch.tensor([0.99999994])),
+             label="rounding: the cdf ends below u; a token of probability 0 is never drawn"),
+    ]
+    for _ in range(3):
+        rows, v = rng.randint(3, 6), rng.randint(5, 10)
+        p = torch.softmax(2 * torch.randn(rows, v, generator=g), dim=-1)
+        cases.append(Case((p, torch.rand(rows, generator=g)), label="random probabilities"))
+    p = torch.softmax(torch.randn(2, 3, 6, generator=g), dim=-1)
+    cases.append(Case((p, torch.rand(2, 3, generator=g)), label="three axes (batch, seq, d_vocab)"))
+    # three axes, where each position's last token of non-zero probability differs
+    p = torch.tensor([[[0.3, 0.3, 0.3999999, 0.0], [0.25, 0.25, 0.25, 0.25]]])
+    cases.append(Case((p, torch.tensor([[0.99999994, 0.6]])), label="three axes, the cdf of one row ending below u"))
+    cases.append(Case((torch.full((2, 4), 0.25), torch.rand(3, generator=g)), label="one uniform too many"))
+    return cases
+
+
+def _sample_le(probs, uniforms):
+    cdf = torch.cumsum(probs, dim=-1)
+    index = (cdf < uniforms[..., None]).sum(dim=-1)  # u <= cdf[i]: a boundary picks the earlier token
+    return index.clamp(max=probs.shape[-1] - 1)
+
+
+def _sample_argmax(probs, uniforms):
+    return probs.argmax(dim=-1)
+
+
+def _sample_no_guard(probs, uniforms):
+    cdf = torch.cumsum(probs, dim=-1)
+    return (cdf <= uniforms[..., None]).sum(dim=-1).clamp(max=probs.shape[-1] - 1)
+
+
+# ----------------------------------------------------------------------------------------------
+
+SPECS = [
+    Spec(
+        name="get_batch",
+        chapter=CHAPTER,
+        reference=ref.get_batch,
+        make_cases=_cases_get_batch,
+        mistakes=[
+            Mistake("not shifted", "the target of x[b, t] is the *next* token: y[b, t] = data[starts[b] + t + 1].", _batch_not_shifted),
+            Mistake("shifted by two", "y is x shifted by one token, not two.", _batch_shift_two),
+            Mistake("limit one too strict", "the largest allowed start is n - seq - 1: its window's last target is "
+                    "data[n - 1], the last token.", _batch_strict_limit),
+        ],
+    ),
+    Spec(
+        name="log_softmax",
+        chapter=CHAPTER,
+        reference=ref.log_softmax,
+        make_cases=_cases_log_softmax,
+        mistakes=[
+            Mistake("naive", "log(softmax(z)) overflows (exp(1000) = inf) and underflows (log 0): compute "
+                    "z - m - log(sum(exp(z - m))) with m the row's maximum.", _log_softmax_naive),
+            Mistake("no max", "subtract the row's maximum before exp (log-sum-exp), so that no exp overflows.", _log_softmax_no_max),
+            Mistake("wrong axis", "the softmax is over the vocabulary: the last axis, dim=-1.", _log_softmax_wrong_axis),
+        ],
+    ),
+    Spec(
+        name="cross_entropy",
+        chapter=CHAPTER,
+        reference=ref.cross_entropy,
+        make_cases=_cases_cross_entropy,
+        uses={"log_softmax": ref.log_softmax},
+        mistakes=[
+            Mistake("sum", "the loss is the *mean* over the batch * seq positions, not the sum.", _ce_sum),
+            Mistake("naive", "take the log of the probabilities with log_softmax (log-sum-exp), not log(softmax(z)): "
+                    "a probability that underflows to 0 gives inf.", _ce_naive),
+            Mistake("no minus", "the loss is the *negative* log-likelihood: -mean(log p(target)).", _ce_no_minus),
+            Mistake("mean over the vocabulary", "average over the positions only: pick each target's log probability "
+                    "first, then take the mean of those batch * seq numbers.", _ce_mean_over_vocab),
+        ],
+        tolerance=(1e-5, 1e-6),
+    ),
+    Spec(
+        name="adamw_update",
+        chapter=CHAPTER,
+        reference=ref.adamw_update,
+        make_cases=_cases_adamw_update,
+        mistakes=[
+            Mistake("no bias correction", "divide m by 1 - beta1^step and v by 1 - beta2^step (bias correction): both "
+                    "start at 0.", lambda *a: _adamw(*a, correct=False)),
+            Mistake("L2, not decoupled", "AdamW's decay is decoupled: multiply param by (1 - lr * weight_decay); do not "
+                    "add weight_decay * param to the gradient.", lambda *a: _adamw(*a, decay="l2")),
+            Mistake("decay without lr", "the decay is scaled by the learning rate: param * (1 - lr * weight_decay).",
+                    lambda *a: _adamw(*a, decay="no lr")),
+            Mistake("decay after the step", "decay the parameter before the Adam step, as torch.optim.AdamW does.",
+                    lambda *a: _adamw(*a, decay="after")),
+            Mistake("eps inside", "eps is added to sqrt(v_hat), outside the square root.", lambda *a: _adamw(*a, eps_inside=True)),
+        ],
+        points=2,
+        tolerance=(1e-5, 1e-7),
+    ),
+    Spec(
+        name="clip_grad_norm",
+        chapter=CHAPTER,
+        reference=ref.clip_grad_norm,
+        make_cases=_cases_clip_grad_norm,
+        mistakes=[
+            Mistake("per tensor", "clip by the *global* norm: one scale for all tensors, from the norm of all their "
+                    "numbers together.", _clip_per_tensor),
+            Mistake("always scaled", "gradients under max_norm stay as they are: scale = min(1, max_norm / (total + 1e-6)).",
+                    _clip_always),
+            Mistake("sum of norms", "the global norm is sqrt(sum of every squared number), not the sum of the tensors' norms.",
+                    _clip_sum_of_norms),
+            Mistake("norm after clipping", "return the total norm *before* clipping (what clip_grad_norm_ returns).",
+                    _clip_norm_after),
+        ],
+        # gradients of 1e-7 in one case (where the 1e-6 of the scale shows): an absolute tolerance
+        # far below them; the others are of order 1, where the relative one decides
+        tolerance=(1e-4, 1e-12),
+    ),
+    Spec(
+        name="lr_at",
+        chapter=CHAPTER,
+        reference=ref.lr_at,
+        make_cases=_cases_lr_at,
+        mistakes=[
+            Mistake("warm-up from 0", "the warm-up gives max_lr * (step + 1) / warmup_steps: step 0 already learns.",
+                    lambda *a: _lr(*a, from_zero=True)),
+            Mistake("decays to 0", "the cosine ends at min_lr, not 0: min_lr + 0.5 (1 + cos(pi ratio)) (max_lr - min_lr).",
+                    lambda *a: _lr(*a, to_zero=True)),
+            Mistake("ratio over all steps", "the cosine's ratio counts from the end of the warm-up: "
+                    "(step - warmup_steps) / (max_steps - warmup_steps).", lambda *a: _lr(*a, over_all=True)),
+            Mistake("no floor", "after max_steps the rate stays at min_lr; the cosine would rise again.",
+                    lambda *a: _lr(*a, clamp=False)),
+        ],
+    ),
+    Spec(
+        name="weight_decay_groups",
+        chapter=CHAPTER,
+        reference=ref.weight_decay_groups,
+        make_cases=_cases_weight_decay_groups,
+        mistakes=[
+            Mistake("embeddings decay", "the embeddings W_E and W_pos do not decay, although their names start with W_.", _groups_all_W),
+            Mistake("norms decay", "only the W_ matrices of linear maps decay: norm scales (w) and shifts do not.",
+                    _groups_all_but_biases),
+            Mistake("swapped", "return (decay, no_decay) in this order.", _groups_swapped),
+        ],
+    ),
+    Spec(
+        name="apply_temperature",
+        chapter=CHAPTER,
+        reference=ref.apply_temperature,
+        make_cases=_cases_apply_temperature,
+        mistakes=[
+            Mistake("times", "divide the logits by the temperature: a temperature below 1 makes them larger and the "
+                    "distribution sharper.", _temperature_times),
+            Mistake("on probabilities", "the temperature divides the *logits*, before the softmax; dividing the "
+                    "probabilities only shifts every log probability by the same amount.", _temperature_on_probs),
+        ],
+    ),
+    Spec(
+        name="top_k_filter",
+        chapter=CHAPTER,
+        reference=ref.top_k_filter,
+        make_cases=_cases_top_k_filter,
+        mistakes=[
+            Mistake("ties broken", "keep every logit >= the k-th largest value: ties with it are kept too (so more than "
+                    "k may remain).", _topk_by_index),
+            Mistake("zero, not -inf", "removed logits become -inf (probability 0 after softmax), not 0.", _topk_zero),
+            Mistake("k - 1", "keep the k largest: compare with >= the k-th largest value, not >.", _topk_one_less),
+        ],
+    ),
+    Spec(
+        name="top_p_filter",
+        chapter=CHAPTER,
+        reference=ref.top_p_filter,
+        make_cases=_cases_top_p_filter,
+        mistakes=[
+            Mistake("crossing token dropped", "keep the token that crosses p: a token stays when the mass *before* it "
+                    "is below p.", _topp_exclusive),
+            Mistake("unsorted", "sort the probabilities in decreasing order before accumulating them.", _topp_unsorted),
+        ],
+    ),
+    Spec(
+        name="sample_from_probs",
+        chapter=CHAPTER,
+        reference=ref.sample_from_probs,
+        make_cases=_cases_sample_from_probs,
+        mistakes=[
+            Mistake("u <= cdf", "choose the first i with u < cdf[i] (strictly): a u exactly on a boundary belongs to the "
+                    "next token.", _sample_le),
+            Mistake("argmax", "draw with the uniforms (inverse CDF), do not take the most likely token.", _sample_argmax),
+            Mistake("probability 0 drawn", "when rounding leaves the cdf below u, choose the last token whose "
+                    "probability is not 0.", _sample_no_guard),
+        ],
+    ),
+]
