@@ -129,9 +129,6 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "the next statement only scales param; the check still raises before anything is returned",
     ("lr_at", "line 19: swap `if step < warmup_steps:` with the next statement"):
         "step < warmup_steps and step >= max_steps cannot both hold, as warmup_steps <= max_steps (checked above)",
-    ("top_p_filter", "line 16: Lt -> LtE"):
-        "differs only when the mass before a token equals p to the last bit, which rounding decides differently "
-        "on each device: no case can tell it apart and keep one verdict on CPU and GPU",
     ("sample_from_probs", "line 21: swap the first two arguments of minimum()"):
         "minimum is symmetric",
 }

@@ -26,6 +26,17 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _validated(reference, wrong):
+    """``wrong``, after the reference's own input checks: a learner who validates as the exercise
+    asks and makes this one mistake agrees with it on every case, so the hint can name it."""
+
+    def variant(*args):
+        reference(*args)  # raises for the inputs the exercise refuses
+        return wrong(*args)
+
+    return variant
+
+
 # --- get_batch ----------------------------------------------------------------------------------
 
 
@@ -39,7 +50,8 @@ def _cases_get_batch(seed: int) -> list[Case]:
         starts[0] = n - seq - 1  # the last window that still has a target for its last position
         cases.append(Case((data, starts, seq), label="random starts, the last possible one first"))
     data = torch.arange(100, 140, dtype=torch.int32)  # ids equal to positions + 100: a shift shows
-    cases.append(Case((data, torch.tensor([0, 7, 33]), 6), label="int32 ids 100, 101, ...; x and y are int64"))
+    cases.append(Case((data, torch.tensor([0, 7, 33], dtype=torch.int32), 6),
+                      label="int32 ids 100, 101, ... and int32 starts; x and y are int64"))
     cases.append(Case((torch.randint(0, 65, (20,), generator=g), torch.tensor([3]), 1), label="seq = 1"))
     for starts, what in ((torch.tensor([2, 16]), "one start too far"), (torch.tensor([-1, 2]), "a negative start")):
         case = Case((torch.arange(20), starts, 4), label=f"{what} (n = 20, seq = 4)")
@@ -85,7 +97,10 @@ def _logit_cases(rng: random.Random, g: torch.Generator) -> list[tuple[torch.Ten
     big = 1000 * torch.sign(torch.randn(2, 3, 5, generator=g))  # +-1000: exp overflows without the max
     big[0, 0] = torch.tensor([1000.0, 999.0, -1000.0, 998.0, 0.0])
     out.append((big, "logits of +-1000"))
-    out.append((torch.randn(2, 4, 9, generator=g, dtype=torch.float64) * 5 - 700, "float64 logits near -700"))
+    scales = torch.tensor([[[1000.0, 999.0, 998.0, 990.0], [0.0, -1.0, -2.0, 3.0], [-500.0, -501.0, -499.0, -510.0]]])
+    out.append((scales, "rows of very different sizes: each row has its own maximum"))
+    # float32 cannot hold them to within 0.005: float64 must be computed in float64
+    out.append((torch.randn(2, 4, 9, generator=g, dtype=torch.float64) * 5 - 1e5, "float64 logits near -100,000"))
     return out
 
 
@@ -129,6 +144,9 @@ def _cases_cross_entropy(seed: int) -> list[Case]:
     cases.append(case)
     cases.append(Case((torch.randn(2, 3, 7, generator=g), torch.zeros(3, 2, dtype=torch.long)), label="targets (seq, batch)"))
     cases.append(Case((torch.randn(2, 3, 7, generator=g), torch.zeros(2, 3)), label="float targets"))
+    cases.append(Case((torch.randn(6, 7, generator=g), torch.zeros(6, dtype=torch.long)), label="logits of two axes"))
+    cases.append(Case((torch.randn(2, 3, 1, 7, generator=g), torch.zeros(2, 3, 1, dtype=torch.long)),
+                      label="logits of four axes"))
     return cases
 
 
@@ -192,6 +210,10 @@ def _cases_adamw_update(seed: int) -> list[Case]:
     cases.append(bad)
     cases.append(Case((torch.zeros(2, 3), torch.zeros(3), torch.zeros(2, 3), torch.zeros(2, 3), 1, 1e-3),
                       label="a gradient of another shape"))
+    cases.append(Case((torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3), torch.zeros(2, 3), 1, 1e-3),
+                      label="exp_avg of another shape"))
+    cases.append(Case((torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(1, 3), 1, 1e-3),
+                      label="exp_avg_sq of another shape"))
     return cases
 
 
@@ -325,6 +347,9 @@ def _cases_weight_decay_groups(seed: int) -> list[Case]:
         Case((llama,), label="the names of a LLaMA-style model (RMSNorm, SwiGLU, own W_U)"),
         Case((shuffled,), label="the same names in another order: each list keeps the order given"),
         Case((["head.W_U", "W_E", "embed.W_pos", "ln.w", "ln.b", "attn.b_O", "mlp.W_in"],), label="a few names"),
+        # the rule, not a list of known names: by the last part of the name only
+        Case((["blocks.0.attn.W_proj", "W_x.b_in", "compose.W_in", "pos_mlp.W_out", "embed_proj.W_down", "W_E.w",
+               "tok.w_in", "head.W_pos_scale", "head.W_Emb"],), label="names the model does not have, by the rule"),
         Case(([],), label="no parameters"),
         Case((["a.W_Q", "a.W_Q"],), label="a name twice"),
     ]
@@ -358,7 +383,9 @@ def _cases_apply_temperature(seed: int) -> list[Case]:
     cases.append(Case((torch.randn(2, 3, 9, generator=g, dtype=torch.float64), 0.7), label="float64 (batch, seq, d_vocab)"))
     cases.append(Case((torch.randn(3, 6, generator=g), round(rng.uniform(0.1, 3.0), 3)), label="a random temperature"))
     for t in (0.0, -1.0):
-        cases.append(Case((torch.randn(2, 5, generator=g), t), label=f"temperature {t}"))
+        case = Case((torch.randn(2, 5, generator=g), t), label=f"temperature {t}")
+        case.mentions = ("greedy",)  # the exercise: the message mentions greedy decoding
+        cases.append(case)
     return cases
 
 
@@ -427,7 +454,11 @@ def _cases_top_p_filter(seed: int) -> list[Case]:
         Case((crossing, 0.65), label="p = 0.65: the token that crosses p is kept"),
         Case((crossing, 0.3), label="p below the top probability: the top token alone"),
         Case((crossing, 1.0), label="p = 1: everything"),
-        Case((_probs_row([0.4, 0.4, 0.1, 0.1])[None], 0.5), label="a tie with the last kept token"),
+        Case((_probs_row([0.4, 0.4, 0.1, 0.1])[None], 0.5), label="two equal top tokens"),
+        Case((_probs_row([0.4, 0.3, 0.3, 0.0001])[None], 0.5), label="a tie with the token that crosses p: both kept"),
+        # exp(-ln 2) rounds to exactly 0.5 in float32 (0.03 ulp away), so the probabilities are exactly
+        # 0.5, 0.25, 0.25: the mass before the second token *equals* p = 0.5, and it is not kept
+        Case((torch.tensor([[0.0, -math.log(2.0), -math.log(2.0)]]), 0.5), label="the mass before a token exactly p"),
     ]
     for _ in range(3):
         rows, v = rng.randint(2, 4), rng.randint(6, 12)
@@ -477,6 +508,8 @@ def _cases_sample_from_probs(seed: int) -> list[Case]:
         cases.append(Case((p, torch.rand(rows, generator=g)), label="random probabilities"))
     p = torch.softmax(torch.randn(2, 3, 6, generator=g), dim=-1)
     cases.append(Case((p, torch.rand(2, 3, generator=g)), label="three axes (batch, seq, d_vocab)"))
+    cases.append(Case((torch.tensor([[0.1, 0.5, 0.3999999, 0.0]]), torch.tensor([0.99999994])),
+                      label="rounding: the fallback is the last token of non-zero probability, not the likeliest"))
     # three axes, where each position's last token of non-zero probability differs
     p = torch.tensor([[[0.3, 0.3, 0.3999999, 0.0], [0.25, 0.25, 0.25, 0.25]]])
     cases.append(Case((p, torch.tensor([[0.99999994, 0.6]])), label="three axes, the cdf of one row ending below u"))
@@ -508,8 +541,8 @@ SPECS = [
         reference=ref.get_batch,
         make_cases=_cases_get_batch,
         mistakes=[
-            Mistake("not shifted", "the target of x[b, t] is the *next* token: y[b, t] = data[starts[b] + t + 1].", _batch_not_shifted),
-            Mistake("shifted by two", "y is x shifted by one token, not two.", _batch_shift_two),
+            Mistake("not shifted", "the target of x[b, t] is the *next* token: y[b, t] = data[starts[b] + t + 1].", _validated(ref.get_batch, _batch_not_shifted)),
+            Mistake("shifted by two", "y is x shifted by one token, not two.", _validated(ref.get_batch, _batch_shift_two)),
             Mistake("limit one too strict", "the largest allowed start is n - seq - 1: its window's last target is "
                     "data[n - 1], the last token.", _batch_strict_limit),
         ],
@@ -521,9 +554,9 @@ SPECS = [
         make_cases=_cases_log_softmax,
         mistakes=[
             Mistake("naive", "log(softmax(z)) overflows (exp(1000) = inf) and underflows (log 0): compute "
-                    "z - m - log(sum(exp(z - m))) with m the row's maximum.", _log_softmax_naive),
-            Mistake("no max", "subtract the row's maximum before exp (log-sum-exp), so that no exp overflows.", _log_softmax_no_max),
-            Mistake("wrong axis", "the softmax is over the vocabulary: the last axis, dim=-1.", _log_softmax_wrong_axis),
+                    "z - m - log(sum(exp(z - m))) with m the row's maximum.", _validated(ref.log_softmax, _log_softmax_naive)),
+            Mistake("no max", "subtract the row's maximum before exp (log-sum-exp), so that no exp overflows.", _validated(ref.log_softmax, _log_softmax_no_max)),
+            Mistake("wrong axis", "the softmax is over the vocabulary: the last axis, dim=-1.", _validated(ref.log_softmax, _log_softmax_wrong_axis)),
         ],
     ),
     Spec(
@@ -533,14 +566,13 @@ SPECS = [
         make_cases=_cases_cross_entropy,
         uses={"log_softmax": ref.log_softmax},
         mistakes=[
-            Mistake("sum", "the loss is the *mean* over the batch * seq positions, not the sum.", _ce_sum),
+            Mistake("sum", "the loss is the *mean* over the batch * seq positions, not the sum.", _validated(ref.cross_entropy, _ce_sum)),
             Mistake("naive", "take the log of the probabilities with log_softmax (log-sum-exp), not log(softmax(z)): "
-                    "a probability that underflows to 0 gives inf.", _ce_naive),
-            Mistake("no minus", "the loss is the *negative* log-likelihood: -mean(log p(target)).", _ce_no_minus),
+                    "a probability that underflows to 0 gives inf.", _validated(ref.cross_entropy, _ce_naive)),
+            Mistake("no minus", "the loss is the *negative* log-likelihood: -mean(log p(target)).", _validated(ref.cross_entropy, _ce_no_minus)),
             Mistake("mean over the vocabulary", "average over the positions only: pick each target's log probability "
-                    "first, then take the mean of those batch * seq numbers.", _ce_mean_over_vocab),
+                    "first, then take the mean of those batch * seq numbers.", _validated(ref.cross_entropy, _ce_mean_over_vocab)),
         ],
-        tolerance=(1e-5, 1e-6),
     ),
     Spec(
         name="adamw_update",
@@ -549,14 +581,14 @@ SPECS = [
         make_cases=_cases_adamw_update,
         mistakes=[
             Mistake("no bias correction", "divide m by 1 - beta1^step and v by 1 - beta2^step (bias correction): both "
-                    "start at 0.", lambda *a: _adamw(*a, correct=False)),
+                    "start at 0.", _validated(ref.adamw_update, lambda *a: _adamw(*a, correct=False))),
             Mistake("L2, not decoupled", "AdamW's decay is decoupled: multiply param by (1 - lr * weight_decay); do not "
-                    "add weight_decay * param to the gradient.", lambda *a: _adamw(*a, decay="l2")),
+                    "add weight_decay * param to the gradient.", _validated(ref.adamw_update, lambda *a: _adamw(*a, decay="l2"))),
             Mistake("decay without lr", "the decay is scaled by the learning rate: param * (1 - lr * weight_decay).",
-                    lambda *a: _adamw(*a, decay="no lr")),
+                    _validated(ref.adamw_update, lambda *a: _adamw(*a, decay="no lr"))),
             Mistake("decay after the step", "decay the parameter before the Adam step, as torch.optim.AdamW does.",
-                    lambda *a: _adamw(*a, decay="after")),
-            Mistake("eps inside", "eps is added to sqrt(v_hat), outside the square root.", lambda *a: _adamw(*a, eps_inside=True)),
+                    _validated(ref.adamw_update, lambda *a: _adamw(*a, decay="after"))),
+            Mistake("eps inside", "eps is added to sqrt(v_hat), outside the square root.", _validated(ref.adamw_update, lambda *a: _adamw(*a, eps_inside=True))),
         ],
         points=2,
         tolerance=(1e-5, 1e-7),
@@ -587,13 +619,13 @@ SPECS = [
         make_cases=_cases_lr_at,
         mistakes=[
             Mistake("warm-up from 0", "the warm-up gives max_lr * (step + 1) / warmup_steps: step 0 already learns.",
-                    lambda *a: _lr(*a, from_zero=True)),
+                    _validated(ref.lr_at, lambda *a: _lr(*a, from_zero=True))),
             Mistake("decays to 0", "the cosine ends at min_lr, not 0: min_lr + 0.5 (1 + cos(pi ratio)) (max_lr - min_lr).",
-                    lambda *a: _lr(*a, to_zero=True)),
+                    _validated(ref.lr_at, lambda *a: _lr(*a, to_zero=True))),
             Mistake("ratio over all steps", "the cosine's ratio counts from the end of the warm-up: "
-                    "(step - warmup_steps) / (max_steps - warmup_steps).", lambda *a: _lr(*a, over_all=True)),
+                    "(step - warmup_steps) / (max_steps - warmup_steps).", _validated(ref.lr_at, lambda *a: _lr(*a, over_all=True))),
             Mistake("no floor", "after max_steps the rate stays at min_lr; the cosine would rise again.",
-                    lambda *a: _lr(*a, clamp=False)),
+                    _validated(ref.lr_at, lambda *a: _lr(*a, clamp=False))),
         ],
     ),
     Spec(
@@ -650,10 +682,10 @@ SPECS = [
         make_cases=_cases_sample_from_probs,
         mistakes=[
             Mistake("u <= cdf", "choose the first i with u < cdf[i] (strictly): a u exactly on a boundary belongs to the "
-                    "next token.", _sample_le),
-            Mistake("argmax", "draw with the uniforms (inverse CDF), do not take the most likely token.", _sample_argmax),
+                    "next token.", _validated(ref.sample_from_probs, _sample_le)),
+            Mistake("argmax", "draw with the uniforms (inverse CDF), do not take the most likely token.", _validated(ref.sample_from_probs, _sample_argmax)),
             Mistake("probability 0 drawn", "when rounding leaves the cdf below u, choose the last token whose "
-                    "probability is not 0.", _sample_no_guard),
+                    "probability is not 0.", _validated(ref.sample_from_probs, _sample_no_guard)),
         ],
     ),
 ]
