@@ -171,8 +171,9 @@ def test_chapter_figures_are_png_images(built_book, docname):
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, f"{src} is not a real PNG figure"
     # Every "Show solution" box shows the reference source it includes.
     text = html.unescape(re.sub(r"<[^>]+>", "", page))
-    for name in re.findall(r":pyobject:\s*(\w+)", source_of(docname).read_text(encoding="utf-8")):
-        assert re.search(rf"(def {name}\(|class {name}[(:])", text), f"{docname}: the solution box for {name} is empty"
+    for dotted in re.findall(r":pyobject:\s*([\w.]+)", source_of(docname).read_text(encoding="utf-8")):
+        name = dotted.split(".")[-1]  # Class.method shows the method
+        assert re.search(rf"(def {name}\(|class {name}[(:])", text), f"{docname}: the solution box for {dotted} is empty"
     # Executed cells printed nothing to stderr (warnings, deprecations) and raised nothing.
     assert "output stderr" not in page and "output traceback" not in page, f"{docname}: a cell wrote to stderr"
 
