@@ -131,6 +131,8 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "step < warmup_steps and step >= max_steps cannot both hold, as warmup_steps <= max_steps (checked above)",
     ("sample_from_probs", "line 21: swap the first two arguments of minimum()"):
         "minimum is symmetric",
+    ("GPT", "line 33: drop the unary USub"):
+        "tokens are (batch, seq) (Embed refuses other shapes' ids the same way): shape[1] is shape[-1]",
 }
 
 _BINOP_SWAPS = {
