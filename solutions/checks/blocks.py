@@ -330,54 +330,44 @@ def _cases_GPT(seed: int) -> list[Case]:
     return cases
 
 
-class _GPTNoFinalNorm(ref.GPT):
+class _GPTVariant(ref.GPT):
+    """The reference model's forward with one step changed or left out (a flag per variant)."""
+
+    check_context, add_positions, final_norm, always_tied = True, True, True, False
+
     def forward(self, tokens):
-        if tokens.shape[-1] > self.config.n_ctx:
+        if self.check_context and tokens.shape[-1] > self.config.n_ctx:
             raise ValueError(f"n_ctx = {self.config.n_ctx}")
         x = self.embed(tokens)
-        if self.config.positions == "learned":
+        if self.add_positions and self.config.positions == "learned":
             x = x + self.pos_embed(tokens)
         for block in self.blocks:
             x = block(x)
-        return x @ (self.embed.W_E.T if self.config.tie_embeddings else self.W_U)
+        if self.final_norm:
+            x = self.ln_final(x)
+        return x @ (self.embed.W_E.T if self.always_tied or self.config.tie_embeddings else self.W_U)
 
 
-class _GPTAlwaysTied(ref.GPT):
-    def forward(self, tokens):
-        if tokens.shape[-1] > self.config.n_ctx:
-            raise ValueError(f"n_ctx = {self.config.n_ctx}")
-        x = self.embed(tokens)
-        if self.config.positions == "learned":
-            x = x + self.pos_embed(tokens)
-        for block in self.blocks:
-            x = block(x)
-        return self.ln_final(x) @ self.embed.W_E.T
+class _GPTNoFinalNorm(_GPTVariant):
+    final_norm = False
 
 
-class _GPTNoContextCheck(ref.GPT):
+class _GPTAlwaysTied(_GPTVariant):
+    always_tied = True
+
+
+class _GPTNoContextCheck(_GPTVariant):
     """Relies on PosEmbed to refuse a long sequence, which a RoPE model does not have."""
 
-    def forward(self, tokens):
-        x = self.embed(tokens)
-        if self.config.positions == "learned":
-            x = x + self.pos_embed(tokens)
-        for block in self.blocks:
-            x = block(x)
-        return self.ln_final(x) @ (self.embed.W_E.T if self.config.tie_embeddings else self.W_U)
+    check_context = False
 
 
-class _GPTNoPositions(ref.GPT):
-    def forward(self, tokens):
-        if tokens.shape[-1] > self.config.n_ctx:
-            raise ValueError(f"n_ctx = {self.config.n_ctx}")
-        x = self.embed(tokens)
-        for block in self.blocks:
-            x = block(x)
-        return self.ln_final(x) @ (self.embed.W_E.T if self.config.tie_embeddings else self.W_U)
+class _GPTNoPositions(_GPTVariant):
+    add_positions = False
 
 
 class _GPTInitScaled(ref.GPT):
-    """Redraws the residual-writing matrices with another factor (``factor(n_layers)``)."""
+    """Redraws the residual-writing matrices with another factor (``factor(n_layers)``): no factor."""
 
     factor = staticmethod(lambda n_layers: 1.0)
 
@@ -387,10 +377,6 @@ class _GPTInitScaled(ref.GPT):
         for block in self.blocks:
             torch.nn.init.normal_(block.attn.W_O, mean=0.0, std=std)
             torch.nn.init.normal_(block.mlp.W_out if config.mlp == "gelu" else block.mlp.W_down, mean=0.0, std=std)
-
-
-class _GPTInitUnscaled(_GPTInitScaled):
-    factor = staticmethod(lambda n_layers: 1.0)
 
 
 class _GPTInitSqrtLayers(_GPTInitScaled):
@@ -598,7 +584,7 @@ SPECS = [
             Mistake("no context check", "check seq > config.n_ctx in GPT.forward itself: a RoPE model has no pos_embed "
                     "to refuse a long sequence.", _GPTNoContextCheck),
             Mistake("unscaled init", "redraw attn.W_O and the MLP's last matrix with std 0.02 / sqrt(2 * n_layers) "
-                    "after building the blocks.", _GPTInitUnscaled),
+                    "after building the blocks.", _GPTInitScaled),
             Mistake("sqrt(n_layers)", "the residual-writing matrices get std 0.02 / sqrt(2 * n_layers): two additions per "
                     "block, so 2 * n_layers in all.", _GPTInitSqrtLayers),
         ],

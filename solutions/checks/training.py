@@ -72,9 +72,6 @@ def _batch_not_shifted(data, starts, seq):
 
 def _batch_shift_two(data, starts, seq):
     offsets = starts[:, None] + torch.arange(seq)
-    largest = len(data) - seq - 1
-    if starts.min() < 0 or starts.max() > largest:
-        raise ValueError(f"starts must lie in 0..{largest}")
     return data[offsets].long(), data[(offsets + 2).clamp(max=len(data) - 1)].long()
 
 
@@ -260,31 +257,15 @@ def _cases_clip_grad_norm(seed: int) -> list[Case]:
     return cases
 
 
-def _clip_per_tensor(grads, max_norm):
-    if max_norm <= 0:
-        raise ValueError("max_norm")
+def _clip(grads, max_norm, *, per_tensor=False, scale_up=False, sum_of_norms=False):
     if not grads:
         return [], torch.tensor(0.0)
-    total = torch.stack([g.norm() for g in grads]).norm()
-    return [g * torch.clamp(max_norm / (g.norm() + 1e-6), max=1.0) for g in grads], total
-
-
-def _clip_always(grads, max_norm):
-    if max_norm <= 0:
-        raise ValueError("max_norm")
-    if not grads:
-        return [], torch.tensor(0.0)
-    total = torch.stack([g.norm() for g in grads]).norm()
-    return [g * (max_norm / (total + 1e-6)) for g in grads], total
-
-
-def _clip_sum_of_norms(grads, max_norm):
-    if max_norm <= 0:
-        raise ValueError("max_norm")
-    if not grads:
-        return [], torch.tensor(0.0)
-    total = torch.stack([g.norm() for g in grads]).sum()
-    return [g * torch.clamp(max_norm / (total + 1e-6), max=1.0) for g in grads], total
+    norms = torch.stack([g.norm() for g in grads])
+    total = norms.sum() if sum_of_norms else norms.norm()
+    if per_tensor:
+        return [g * torch.clamp(max_norm / (g.norm() + 1e-6), max=1.0) for g in grads], total
+    scale = max_norm / (total + 1e-6)
+    return [g * (scale if scale_up else torch.clamp(scale, max=1.0)) for g in grads], total
 
 
 def _clip_norm_after(grads, max_norm):
@@ -421,23 +402,17 @@ def _cases_top_k_filter(seed: int) -> list[Case]:
 
 
 def _topk_by_index(logits, k):
-    if not 1 <= k <= logits.shape[-1]:
-        raise ValueError(f"k must be in 1..{logits.shape[-1]}")
     index = torch.topk(logits, k, dim=-1).indices
     out = torch.full_like(logits, float("-inf"))
     return out.scatter(-1, index, logits.gather(-1, index))
 
 
 def _topk_zero(logits, k):
-    if not 1 <= k <= logits.shape[-1]:
-        raise ValueError(f"k must be in 1..{logits.shape[-1]}")
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth, 0.0)
 
 
 def _topk_one_less(logits, k):
-    if not 1 <= k <= logits.shape[-1]:
-        raise ValueError(f"k must be in 1..{logits.shape[-1]}")
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]
     return logits.masked_fill(logits <= kth, float("-inf")) if k > 1 else logits.masked_fill(logits < kth, float("-inf"))
 
@@ -473,8 +448,6 @@ def _cases_top_p_filter(seed: int) -> list[Case]:
 
 
 def _topp_exclusive(logits, p):
-    if not 0 < p <= 1:
-        raise ValueError("p")
     sorted_logits, _ = torch.sort(logits, dim=-1, descending=True)
     cum = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1)
     keep = cum <= p  # stops before the token that crosses p
@@ -484,8 +457,6 @@ def _topp_exclusive(logits, p):
 
 
 def _topp_unsorted(logits, p):
-    if not 0 < p <= 1:
-        raise ValueError("p")
     probs = torch.softmax(logits, dim=-1)
     before = torch.cumsum(probs, dim=-1) - probs  # in the row's own order, not by probability
     return logits.masked_fill(before >= p, float("-inf"))
@@ -600,11 +571,11 @@ SPECS = [
         make_cases=_cases_clip_grad_norm,
         mistakes=[
             Mistake("per tensor", "clip by the *global* norm: one scale for all tensors, from the norm of all their "
-                    "numbers together.", _clip_per_tensor),
+                    "numbers together.", _validated(ref.clip_grad_norm, lambda *a: _clip(*a, per_tensor=True))),
             Mistake("always scaled", "gradients under max_norm stay as they are: scale = min(1, max_norm / (total + 1e-6)).",
-                    _clip_always),
+                    _validated(ref.clip_grad_norm, lambda *a: _clip(*a, scale_up=True))),
             Mistake("sum of norms", "the global norm is sqrt(sum of every squared number), not the sum of the tensors' norms.",
-                    _clip_sum_of_norms),
+                    _validated(ref.clip_grad_norm, lambda *a: _clip(*a, sum_of_norms=True))),
             Mistake("norm after clipping", "return the total norm *before* clipping (what clip_grad_norm_ returns).",
                     _clip_norm_after),
         ],
@@ -659,9 +630,9 @@ SPECS = [
         make_cases=_cases_top_k_filter,
         mistakes=[
             Mistake("ties broken", "keep every logit >= the k-th largest value: ties with it are kept too (so more than "
-                    "k may remain).", _topk_by_index),
-            Mistake("zero, not -inf", "removed logits become -inf (probability 0 after softmax), not 0.", _topk_zero),
-            Mistake("k - 1", "keep the k largest: compare with >= the k-th largest value, not >.", _topk_one_less),
+                    "k may remain).", _validated(ref.top_k_filter, _topk_by_index)),
+            Mistake("zero, not -inf", "removed logits become -inf (probability 0 after softmax), not 0.", _validated(ref.top_k_filter, _topk_zero)),
+            Mistake("k - 1", "keep the k largest: compare with >= the k-th largest value, not >.", _validated(ref.top_k_filter, _topk_one_less)),
         ],
     ),
     Spec(
@@ -671,8 +642,8 @@ SPECS = [
         make_cases=_cases_top_p_filter,
         mistakes=[
             Mistake("crossing token dropped", "keep the token that crosses p: a token stays when the mass *before* it "
-                    "is below p.", _topp_exclusive),
-            Mistake("unsorted", "sort the probabilities in decreasing order before accumulating them.", _topp_unsorted),
+                    "is below p.", _validated(ref.top_p_filter, _topp_exclusive)),
+            Mistake("unsorted", "sort the probabilities in decreasing order before accumulating them.", _validated(ref.top_p_filter, _topp_unsorted)),
         ],
     ),
     Spec(
