@@ -43,10 +43,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from solutions.blocks import GPT  # noqa: E402
-from solutions.training import PRESETS, char_config, param_groups, shakespeare_data, train  # noqa: E402
+from solutions.blocks import GPT, FastGPT  # noqa: E402
+from solutions.training import PRESETS, _optimizer, char_config, param_groups, shakespeare_data, train  # noqa: E402
 
 BATCH, SEQ, VOCAB = 12, 64, 65
+FAST = "FastGPT + fused AdamW (train's path)"
+BASELINE = "baseline: minimal plain-PyTorch GPT"
 
 
 def load() -> str:
@@ -96,8 +98,12 @@ class MinimalGPT(nn.Module):
         return self.ln_f(x) @ self.wte.weight.T
 
 
-def make_step(model: nn.Module, groups):
-    optimizer = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99))
+def make_step(model: nn.Module, groups, fused_adamw: bool = False):
+    """One full training step on a fixed batch. fused_adamw: the optimiser ``train`` builds
+    (torch.optim.AdamW with fused=True where this torch has it); otherwise AdamW's default,
+    which on the CPU is the per-tensor loop (what the baseline implementation uses there)."""
+    settings = dict(lr=1e-3, betas=(0.9, 0.99))
+    optimizer = _optimizer(torch.optim.AdamW, groups, **settings) if fused_adamw else torch.optim.AdamW(groups, **settings)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randint(0, VOCAB, (BATCH, SEQ), generator=g), torch.randint(0, VOCAB, (BATCH, SEQ), generator=g)
 
@@ -115,14 +121,16 @@ def throughput(threads: int, rounds: int, steps: int) -> dict[str, float]:
     """tokens/s of a full step, median over rounds; the models take turns within each round."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    fast = FastGPT(char_config(VOCAB))
     ours = GPT(char_config(VOCAB))
     teaching = GPT(char_config(VOCAB, fused=False))
     minimal = MinimalGPT()
     decay = [p for p in minimal.parameters() if p.dim() == 2]
     steps_of = {
-        "ours, fused attention": make_step(ours, param_groups(ours, 0.1)),
-        "ours, step-by-step attention": make_step(teaching, param_groups(teaching, 0.1)),
-        "baseline: minimal plain-PyTorch GPT": make_step(minimal, [
+        FAST: make_step(fast, param_groups(fast, 0.1), fused_adamw=True),
+        "GPT, fused attention": make_step(ours, param_groups(ours, 0.1)),
+        "GPT, step-by-step attention": make_step(teaching, param_groups(teaching, 0.1)),
+        BASELINE: make_step(minimal, [
             {"params": decay, "weight_decay": 0.1},
             {"params": [p for p in minimal.parameters() if p.dim() < 2], "weight_decay": 0.0}]),
     }
@@ -139,6 +147,27 @@ def throughput(threads: int, rounds: int, steps: int) -> dict[str, float]:
     return {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
 
 
+def matmul_share(threads: int, steps: int = 10) -> tuple[float, float]:
+    """(seconds per step, seconds per step inside matmul kernels) of FastGPT's training step,
+    from torch.profiler: the matmuls' time is a ceiling on how fast the step can get with this
+    BLAS, if everything else (attention, norms, GELU, the optimiser) took no time at all."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = FastGPT(char_config(VOCAB))
+    step = make_step(model, param_groups(model, 0.1), fused_adamw=True)
+    for _ in range(5):
+        step()
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    total = (time.perf_counter() - start) / steps
+    matmul = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+    return total, matmul / 1e6 / steps
+
+
 def flops_per_token(config) -> float:
     n = sum(p.numel() for name, p in GPT(config).named_parameters() if name != "pos_embed.W_pos")
     return 6 * n + 6 * config.n_layers * config.n_ctx * config.d_model
@@ -151,7 +180,7 @@ def loss_run(label: str, preset_changes: dict, steps: int, minutes: list[float],
     config = dataclasses.replace(preset.train, steps=steps, eval_interval=max(steps // 8, 1), eval_batches=50,
                                  **preset_changes)
     torch.manual_seed(1337)
-    model = GPT(preset.model)
+    model = FastGPT(preset.model)
     history = train(model, train_data, val_data, config, progress=False)
     last = history["eval"][-1]
     print(f"{label}: val loss {last['val']:.4f} (train {last['train']:.4f}) after {steps} steps, "
@@ -186,8 +215,15 @@ def main() -> None:
     for threads in (2, 1):
         peak = matmul_peak(threads)
         print(f"\n{threads} thread(s): matmul peak {peak / 1e9:.1f} GFLOP/s (float32 1024^3)   {load()}", flush=True)
-        for name, rate in throughput(threads, rounds, steps).items():
+        rates = throughput(threads, rounds, steps)
+        for name, rate in rates.items():
             print(f"  {name:38} {rate:9,.0f} tokens/s   MFU {fpt * rate / peak:5.1%}   {load()}", flush=True)
+        print(f"  {FAST} / baseline: {rates[FAST] / rates[BASELINE]:.2f}x; tokens/s at 100 % MFU of the "
+              f"1024^3 peak: {peak / fpt:,.0f}")
+        total, matmul = matmul_share(threads)
+        print(f"  FastGPT step under the profiler: {1e3 * total:.1f} ms, of which {1e3 * matmul:.1f} ms in matmul "
+              f"kernels (mm, addmm, bmm): even with everything else free, at most "
+              f"{BATCH * SEQ / matmul:,.0f} tokens/s with these matmuls   {load()}", flush=True)
     if not args.no_train:
         print()
         minutes = [1, 2, 5]

@@ -19,6 +19,7 @@ This file holds:
   alone; ``split_c_attn`` (GPT-2's fused attention weights into ours); ``layer_shapes`` on
   PyTorch's meta device (no memory, no arithmetic);
 * loaders for Hugging Face's GPT-2 and LLaMA weights;
+* ``FastGPT``: the same model through PyTorch's fused kernels, which chapter 6 trains;
 * helpers for the chapter page: the residual stream layer by layer, a post-LN block, a decoder
   block with cross-attention, greedy generation.
 
@@ -34,6 +35,7 @@ from typing import NamedTuple
 
 import einops
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from solutions.attention import Attention, fused_attention, scaled_dot_product_attention
@@ -513,6 +515,77 @@ def residual_stream_norms(model: GPT, tokens: torch.Tensor) -> dict[str, torch.T
         for h in hooks:
             h.remove()
     return {k: torch.stack(v) for k, v in records.items()}
+
+
+class FastGPT(GPT):
+    """``GPT`` computed through PyTorch's fused kernels: the model chapter 6 trains.
+
+    The same parameters, names, initialisation and state dict as ``GPT(config)``, so weights
+    move between the two with ``load_state_dict``, and the same function to float32 rounding
+    (tests/test_blocks.py compares logits and every gradient, for every switch of the config).
+    Only ``forward`` differs, in the kernels it calls:
+
+    * one matmul for the three projections of every head: [W_Q | W_K | W_V] laid side by side
+      as (d_model, 3 d_model), GPT-2's ``c_attn`` layout (``split_c_attn`` undoes it), instead of
+      three per-head einsums; the weights are re-laid on every call (a copy of 3 d_model^2
+      numbers, small beside the matmul over batch * seq rows);
+    * ``F.scaled_dot_product_attention`` whatever ``config.fused`` says; ``F.layer_norm`` /
+      ``F.rms_norm`` and ``F.gelu(approximate="tanh")`` instead of the formulas written out,
+      which are several elementwise passes each, forward and backward;
+    * ``F.linear`` with the bias folded into the matmul, ``F.embedding`` for the look-up.
+
+    Measured in ``bench/bench_training.py``: about 1.4x the training throughput of ``GPT`` on
+    the chapter's small model (bench/README.md). The chapters' ``GPT`` stays the one to read.
+    Errors: the same ValueError as ``GPT`` for a sequence longer than n_ctx or an id outside
+    the vocabulary.
+    """
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens: integer (batch, seq), ids in 0..d_vocab-1 -> logits (batch, seq, d_vocab)."""
+        c = self.config
+        seq = tokens.shape[-1]
+        if seq > c.n_ctx:
+            raise ValueError(f"the sequence has {seq} tokens but the model's context is n_ctx = {c.n_ctx}")
+        if tokens.dtype != torch.int64 or (tokens.numel() and (tokens.min() < 0 or tokens.max() >= c.d_vocab)):
+            self.embed(tokens)  # Embed's checks: TypeError for floats, a ValueError naming a bad id
+            tokens = tokens.long()  # int32 and smaller integer ids are fine
+        x = F.embedding(tokens, self.embed.W_E)
+        if c.positions == "learned":
+            x = x + self.pos_embed.W_pos[:seq]  # broadcast over the batch
+        for block in self.blocks:
+            x = x + self._attention(block.attn, self._norm(block.ln1, x))
+            x = x + self._mlp(block.mlp, self._norm(block.ln2, x))
+        x = self._norm(self.ln_final, x)
+        return F.linear(x, self.embed.W_E) if c.tie_embeddings else F.linear(x, self.W_U.T)
+
+    def _norm(self, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.config.norm == "layernorm":
+            return F.layer_norm(x, x.shape[-1:], norm.w, norm.b, norm.eps)
+        if hasattr(F, "rms_norm"):  # torch >= 2.4
+            return F.rms_norm(x, x.shape[-1:], norm.w, norm.eps)
+        return norm(x)
+
+    def _attention(self, attn: CausalSelfAttention, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        W_qkv = einops.rearrange(torch.cat([attn.W_Q, attn.W_K, attn.W_V]),
+                                 "(three n_heads) d_model d_head -> (three n_heads d_head) d_model", three=3)
+        b_qkv = torch.cat([attn.b_Q, attn.b_K, attn.b_V]).flatten() if c.bias else None
+        qkv = F.linear(x, W_qkv, b_qkv)  # (batch, seq, 3 d_model)
+        q, k, v = einops.rearrange(qkv, "batch seq (three n_heads d_head) -> three batch n_heads seq d_head",
+                                   three=3, n_heads=c.n_heads)
+        if c.positions == "rope":
+            q, k = apply_rope(q, c.rope_base), apply_rope(k, c.rope_base)
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        z = einops.rearrange(z, "batch n_heads seq d_head -> batch seq (n_heads d_head)")
+        # F.linear(z, W) is z @ W.T: heads side by side, (n_heads d_head, d_model), as a view
+        return F.linear(z, attn.W_O.flatten(0, 1).T, attn.b_O if c.bias else None)
+
+    def _mlp(self, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.config.mlp == "gelu":
+            hidden = F.gelu(F.linear(x, mlp.W_in.T, mlp.b_in), approximate="tanh")
+            return F.linear(hidden, mlp.W_out.T, mlp.b_out)
+        hidden = F.silu(F.linear(x, mlp.W_gate.T)) * F.linear(x, mlp.W_up.T)
+        return F.linear(hidden, mlp.W_down.T)
 
 
 class PostLNBlock(TransformerBlock):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from solutions.attention import Attention
 from solutions.blocks import (
-    GPT, Config, DecoderBlock, LayerNorm, PostLNBlock, RMSNorm, TransformerBlock, count_parameters,
+    GPT, Config, DecoderBlock, FastGPT, LayerNorm, PostLNBlock, RMSNorm, TransformerBlock, count_parameters,
     generate_greedy, layer_shapes, load_gpt2_state_dict, load_llama_state_dict, residual_stream_norms,
     rope_permutation, split_c_attn,
 )
@@ -145,6 +145,54 @@ def test_fused_switch_gives_the_same_model():
         b.load_state_dict(a.state_dict())
         tokens = torch.randint(0, 50, (2, 9))
         torch.testing.assert_close(a(tokens), b(tokens), atol=1e-5, rtol=1e-5)
+
+
+# every switch of the config at least once on and once off, in 6 models (not all 32 products)
+FAST_CASES = [
+    {},
+    dict(LLAMA_TINY),
+    dict(norm="rmsnorm", mlp="gelu", positions="learned", bias=True, tie_embeddings=False),
+    dict(norm="layernorm", mlp="swiglu", positions="rope", bias=True, tie_embeddings=True, rope_base=50.0),
+    dict(norm="layernorm", mlp="gelu", positions="rope", bias=False, tie_embeddings=True, layer_norm_eps=0.05),
+    dict(norm="rmsnorm", mlp="swiglu", positions="learned", bias=False, tie_embeddings=True, fused=True),
+]
+
+
+@pytest.mark.parametrize("changes", FAST_CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "gpt2")
+def test_fast_gpt_is_the_same_function_with_the_same_gradients(changes):
+    """FastGPT (fused kernels) against GPT (the chapters' formulas), in float64 so that any
+    difference beyond rounding shows: logits, and the gradient of every parameter."""
+    torch.manual_seed(0)
+    config = tiny(**changes)
+    slow = GPT(config).double()
+    fast = FastGPT(config).double()
+    assert list(fast.state_dict()) == list(slow.state_dict())
+    with torch.no_grad():  # away from the initialisation: biases and norm scales not 0 and 1
+        for p in slow.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    fast.load_state_dict(slow.state_dict())
+    tokens = torch.randint(0, config.d_vocab, (3, 11))
+    cotangent = torch.randn(3, 11, config.d_vocab, dtype=torch.float64)
+    (slow(tokens) * cotangent).sum().backward()
+    (fast(tokens) * cotangent).sum().backward()
+    torch.testing.assert_close(fast(tokens), slow(tokens), rtol=1e-10, atol=1e-10)
+    for (name, p), q in zip(slow.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-10, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_fast_gpt_refuses_what_gpt_refuses():
+    torch.manual_seed(0)
+    model = FastGPT(tiny())
+    with pytest.raises(ValueError, match="n_ctx = 16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    with pytest.raises(ValueError, match="d_vocab = 50"):
+        model(torch.tensor([[1, 50]]))
+    with pytest.raises(ValueError, match="d_vocab = 50"):
+        model(torch.tensor([[-1, 2]]))
+    with pytest.raises(TypeError, match="integer"):
+        model(torch.zeros(1, 3))
+    ids = torch.tensor([[1, 49, 7]])
+    torch.testing.assert_close(model(ids.int()), model(ids))  # int32 ids are ids
 
 
 # --- model ------------------------------------------------------------------------------------
