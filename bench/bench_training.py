@@ -7,20 +7,22 @@ Run from the repository root:  python bench/bench_training.py [--quick] [--steps
 2. Throughput of one full training step (forward, cross-entropy, backward, clip the gradient
    norm, AdamW step) in tokens per second, for nanoGPT's CPU configuration of shakespeare_char
    (n_layers 4, n_heads 4, d_model 128, n_ctx 64, batch 12, 65 characters), with 2 threads and
-   with 1: the course's model on the fused attention path (``Config(fused=True)``), the same
-   model on the step-by-step path, and a plain-PyTorch baseline measured in the same run (the
-   minimal-GPT style: nn.Linear with a fused qkv, nn.LayerNorm, F.gelu, F.scaled_dot_product_attention,
-   torch.optim.AdamW), interleaved so that a change in the machine's load hits all of them.
+   with 1: ``FastGPT`` with fused AdamW (what ``train`` runs), the course's ``GPT`` on the fused
+   attention path (``Config(fused=True)``) and on the step-by-step path, and a plain-PyTorch
+   baseline measured in the same run (the minimal-GPT style: nn.Linear with a fused qkv,
+   nn.LayerNorm, F.gelu, F.scaled_dot_product_attention, torch.optim.AdamW), interleaved so that
+   a change in the machine's load hits all of them. Then the share of FastGPT's step spent in
+   matmul kernels (torch.profiler): the ceiling on tokens/s if everything else took no time.
 3. Model FLOPs utilisation: FLOPs per token = 6 N + 6 n_layers n_ctx d_model (forward and
    backward of every weight, N without W_pos; attention's scores and weighted sum, which have
    no parameters: 2 matmuls of 2 n_ctx d_model FLOPs per token per layer forward, times 3 with
    the backward, halved because the fused kernel skips the masked half (nanoGPT's estimate_mfu
    counts 12 n_layers n_ctx d_model without the halving). MFU = FLOPs/token x tokens/s divided
    by the measured matmul peak at the same thread count.
-4. The chapter's training run (``PRESETS["cpu"]``): validation loss after --steps steps, the wall
-   time it took, and the validation loss reached after a fixed number of minutes (from the eval
-   records). With --baseline-run also nanoGPT's hyper-parameters (lr 1e-3, warm-up 100, min lr
-   1e-4) on the same model, for comparison.
+4. The chapter's training run (``PRESETS["cpu"]``, ``FastGPT``): validation loss after --steps
+   steps, the wall time it took, and the validation loss reached after a fixed number of minutes
+   (from the eval records). With --baseline-run also the same run with a cosine schedule, and
+   nanoGPT's hyper-parameters (lr 1e-3 -> 1e-4 along a cosine, warm-up 100), for comparison.
 
 The load average is printed beside every figure: the machine is shared, and another process
 slows every figure; compare ratios measured in the same run more than absolute numbers.
@@ -199,7 +201,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds, a 200-step training run")
     parser.add_argument("--steps", type=int, default=2000, help="steps of the training run")
     parser.add_argument("--train-threads", type=int, default=2)
-    parser.add_argument("--baseline-run", action="store_true", help="also train with nanoGPT's hyper-parameters")
+    parser.add_argument("--baseline-run", action="store_true",
+                        help="also train with the cosine schedule and with nanoGPT's hyper-parameters")
     parser.add_argument("--no-train", action="store_true", help="throughput and MFU only")
     args = parser.parse_args()
     rounds, steps = (3, 5) if args.quick else (7, 30)
@@ -227,10 +230,13 @@ def main() -> None:
     if not args.no_train:
         print()
         minutes = [1, 2, 5]
-        loss_run("chapter preset (lr 5e-3, warm-up 100, min lr 5e-5)", {}, args.steps, minutes, args.train_threads)
+        loss_run("chapter preset (lr 5e-3 -> 0 linear, warm-up 100)", {}, args.steps, minutes, args.train_threads)
         if args.baseline_run:
-            loss_run("nanoGPT's hyper-parameters (lr 1e-3, warm-up 100, min lr 1e-4)",
-                     {"max_lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100}, args.steps, minutes, args.train_threads)
+            loss_run("the same with a cosine to 5e-5 (the preset before)",
+                     {"schedule": "cosine", "min_lr": 5e-5}, args.steps, minutes, args.train_threads)
+            loss_run("nanoGPT's hyper-parameters (lr 1e-3 -> 1e-4 cosine, warm-up 100)",
+                     {"max_lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "schedule": "cosine"},
+                     args.steps, minutes, args.train_threads)
 
 
 if __name__ == "__main__":

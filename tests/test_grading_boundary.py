@@ -196,3 +196,74 @@ def test_scanning_absurd_code_is_a_finding_not_a_crash():
         findings = scan(source, 0, reference_modules=set())
         assert [f.reason for f in findings] == ["code too deeply nested or too large to analyse"]
         assert time.monotonic() - start < 10
+
+
+
+_DEFERRED_DYNAMO = r"""
+import sys, torch
+from solutions.grading import harness
+if sys.argv[1] == "defer":
+    harness._defer_dynamo()
+stand_in = sys.modules.get("torch._dynamo")
+# what the checks' meta-device cases and a learner's optimiser do: no compiler needed
+x = torch.zeros(3, 4, device="meta")
+assert ((x + 1) @ x.T).shape == (3, 3) and torch.ones(4, 4, device="meta").tril().device.type == "meta"
+torch.manual_seed(0)
+w = torch.nn.Parameter(torch.randn(3))
+opt = torch.optim.AdamW([w], lr=0.1)
+(w ** 2).sum().backward()
+opt.step()
+if sys.argv[1] == "defer":
+    assert sys.modules["torch._dynamo"] is stand_in, "the compiler was imported for eager code"
+# any other use gets the real module, and compiling still works
+assert torch._dynamo.is_compiling() is False
+assert type(sys.modules["torch._dynamo"]).__name__ == "module"
+assert torch.compile(lambda a: a * 2 + 1, backend="eager")(torch.ones(2)).tolist() == [3.0, 3.0]
+print(w.detach().tolist())
+"""
+
+
+def test_the_sandbox_defers_the_compiler_until_something_compiles():
+    """The harness keeps torch._dynamo (about as long to import as torch) out of the sandbox
+    for eager code, meta-device operations and optimiser steps included, and loads it for real
+    on any other use; the optimiser's step is the same with or without it."""
+    import subprocess
+    import sys
+
+    runs = [subprocess.run([sys.executable, "-c", _DEFERRED_DYNAMO, how], capture_output=True, text=True, timeout=300)
+            for how in ("defer", "plain")]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+    assert runs[0].stdout == runs[1].stdout
+
+
+_CHAPTER_1_WITHOUT_TORCH = r"""
+import sys
+from solutions.grading import harness
+from solutions.checks import specs_for, wire
+from solutions.checks.core import prepare, run
+from solutions.notebooks import read_notebook, solved_notebook, stub_path
+
+notebook = solved_notebook(read_notebook(stub_path("01_tokenization")), "01_tokenization")
+shell = harness._shell()
+for cell in notebook.cells:
+    if cell.cell_type == "code" and not cell.source.lstrip().startswith("check."):
+        ok, error, _ = harness.run_cell(shell, cell.source, 60)
+        assert ok, error
+for spec in specs_for("01_tokenization"):
+    outcomes = run(prepare(spec, shell.user_ns[spec.name]), spec.make_cases(7))
+    assert all(o.error is None or o.error[0] != "NotImplementedError" for o in outcomes), spec.name
+    wire.loads(wire.dumps(outcomes))
+assert "torch" not in sys.modules, "chapter 1 imported torch"
+print("ok")
+"""
+
+
+def test_grading_chapter_1_never_imports_torch():
+    """Chapter 1 is plain Python: its notebook's cells, its exercises' cases and the wire do not
+    import torch (seconds of every sandbox's start-up; tensor chapters import it themselves)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _CHAPTER_1_WITHOUT_TORCH], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

@@ -425,6 +425,28 @@ def _run(tmp_path, name, **kwargs):
     return model, history
 
 
+def test_linear_schedule_warms_up_like_the_cosine_then_falls_in_a_straight_line():
+    kw = dict(max_lr=1.0, min_lr=0.0, warmup_steps=10, max_steps=110)
+    assert [T.lr_linear(s, **kw) for s in range(11)] == [lr_at(s, **kw) for s in range(11)]
+    assert T.lr_linear(60, **kw) == pytest.approx(0.5) and T.lr_linear(85, **kw) == pytest.approx(0.25)
+    assert T.lr_linear(110, **kw) == 0.0 and T.lr_linear(500, 1.0, 0.1, 10, 110) == 0.1
+    rates = [T.lr_linear(s, **kw) for s in range(10, 111)]
+    steps = {round(a - b, 12) for a, b in zip(rates, rates[1:])}
+    assert steps == {0.01}  # the same decrement every step
+    with pytest.raises(ValueError):
+        T.lr_linear(0, 1.0, 0.1, 10, 5)
+
+
+def test_train_follows_the_schedule_it_is_given(tmp_path):
+    torch.manual_seed(0)
+    config = TrainConfig(batch=4, seq=16, steps=10, max_lr=1e-2, min_lr=0.0, warmup_steps=2, eval_batches=0,
+                         schedule="linear")
+    history = train(GPT(tiny_config()), *_data(), config, progress=False)
+    assert history["lr"] == [T.lr_linear(s, 1e-2, 0.0, 2, 10) for s in range(10)]
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        train(GPT(tiny_config()), *_data(), dataclasses.replace(config, schedule="step"), progress=False)
+
+
 def test_training_lowers_the_loss_and_records_its_history(tmp_path):
     text = T.load_tiny_shakespeare()[:20_000]
     tokenizer = T.CharTokenizer(text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Iterator, Mapping
 from typing import Callable
 
 import solutions
@@ -26,21 +27,62 @@ from solutions.checks.core import (
     check_function,
 )
 
-# One module per chapter, in course order, named after the chapter ("01_tokenization" ->
-# solutions.checks.tokenization); each defines SPECS. The list of chapters is solutions.CHAPTERS.
-_CHAPTER_MODULES = [importlib.import_module(f"solutions.checks.{c.split('_', 1)[1]}") for c in solutions.CHAPTERS]
+class _Specs(Mapping):
+    """Every exercise's spec by name, in course order; a chapter's module loads when first needed.
 
-SPECS: dict[str, Spec] = {}
-for _module in _CHAPTER_MODULES:
-    for _spec in _module.SPECS:
-        if _spec.name in SPECS:
-            raise RuntimeError(f"two exercises are called {_spec.name!r}: names must be unique")
-        SPECS[_spec.name] = _spec
+    One module per chapter, named after it ("01_tokenization" -> solutions.checks.tokenization),
+    each defining SPECS; the list of chapters is solutions.CHAPTERS. Loading lazily keeps a
+    chapter-1 notebook (plain Python) from importing torch and every later chapter's references:
+    ``SPECS.get("merge")`` loads chapter 1 only; iterating loads them all.
+    """
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Spec] = {}
+        self._loaded: set[str] = set()
+
+    def _load(self, chapter: str) -> list[Spec]:
+        module = importlib.import_module(f"solutions.checks.{chapter.split('_', 1)[1]}")
+        if chapter not in self._loaded:
+            for spec in module.SPECS:
+                if spec.name in self._by_name:
+                    raise RuntimeError(f"two exercises are called {spec.name!r}: names must be unique")
+                self._by_name[spec.name] = spec
+            self._loaded.add(chapter)
+        return list(module.SPECS)
+
+    def _all(self) -> dict[str, Spec]:
+        if len(self._loaded) < len(solutions.CHAPTERS):
+            for chapter in solutions.CHAPTERS:
+                self._load(chapter)
+            # course order, whatever order the chapters were loaded in
+            self._by_name = {s.name: s for c in solutions.CHAPTERS for s in self._load(c)}
+        return self._by_name
+
+    def __getitem__(self, name: str) -> Spec:
+        for chapter in solutions.CHAPTERS:
+            if name in self._by_name:
+                break
+            self._load(chapter)
+        return self._by_name[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def chapter(self, chapter: str) -> list[Spec]:
+        return self._load(chapter)
+
+
+SPECS: Mapping[str, Spec] = _Specs()
 
 
 def specs_for(chapter: str) -> list[Spec]:
     """The specs of one chapter, in the order the notebook asks for them."""
-    return [spec for spec in SPECS.values() if spec.chapter == chapter]
+    if chapter not in solutions.CHAPTERS:
+        return []
+    return SPECS.chapter(chapter)
 
 
 def __getattr__(name: str) -> Callable[..., None]:

@@ -27,20 +27,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-import torch
-
 from solutions.checks import wire
+from solutions.checks.lazy import imported as _torch_imported
+from solutions.checks.lazy import is_tensor as _is_tensor
+from solutions.checks.lazy import torch
 from solutions.checks.outcome import Case, CheckFailure, NotImplementedYet, Outcome, Unsupported
 
 # Tolerances, written once: (rtol, atol) per dtype. The same on every device, so that one answer
 # gets one verdict on the CPU, on CUDA and in the grader (which has no GPU); checks run with TF32
 # off (see exact_math), which keeps CUDA's float32 results within these.
-TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
-    torch.float64: (1e-7, 1e-7),
-    torch.float32: (1e-4, 1e-5),
-    torch.float16: (1e-2, 1e-3),
-    torch.bfloat16: (2e-2, 1e-2),
+# Keyed by the dtype's name (str(dtype) without "torch."): chapter 1 checks without torch.
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "float64": (1e-7, 1e-7),
+    "float32": (1e-4, 1e-5),
+    "float16": (1e-2, 1e-3),
+    "bfloat16": (2e-2, 1e-2),
 }
+
+
+def tolerance_of(dtype: Any) -> tuple[float, float]:
+    """(rtol, atol) for a torch dtype."""
+    return TOLERANCES.get(str(dtype).replace("torch.", ""), (1e-5, 1e-8))
 FLOAT_TOLERANCE = (1e-6, 1e-9)  # (rtol, atol) for plain Python floats
 
 PUBLIC_SEED = 0  # the seed of the check cells in notebooks; the grader draws its own
@@ -135,7 +142,7 @@ def exact_math() -> Iterator[None]:
 
 def to_device(value: Any, device: torch.device | str) -> Any:
     """Move every tensor inside a (nested) value to ``device``."""
-    if isinstance(value, torch.Tensor):
+    if _is_tensor(value):
         return value.to(device)
     if isinstance(value, list):
         return [to_device(v, device) for v in value]
@@ -148,10 +155,10 @@ def to_device(value: Any, device: torch.device | str) -> Any:
 
 def _same(a: Any, b: Any) -> bool:
     """Exact structural equality that also works for tensors (used to detect in-place changes)."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+    if _is_tensor(a) or _is_tensor(b):
         return (
-            isinstance(a, torch.Tensor)
-            and isinstance(b, torch.Tensor)
+            _is_tensor(a)
+            and _is_tensor(b)
             and a.shape == b.shape
             and a.dtype == b.dtype
             and (a.device.type == "meta" or b.device.type == "meta" or bool(torch.equal(a.cpu(), b.cpu())))
@@ -205,7 +212,8 @@ def run(fn: Callable, cases: list[Case]) -> list[Outcome]:
     for case in cases:
         args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
         if case.seed is not None:
-            torch.manual_seed(case.seed)
+            if _torch_imported():  # code that has not imported torch cannot draw from it
+                torch.manual_seed(case.seed)
             random.seed(case.seed)
         start = time.perf_counter()
         try:
@@ -220,7 +228,7 @@ def run(fn: Callable, cases: list[Case]) -> list[Outcome]:
         # returning a (mutable) argument itself: the caller's object and the result would be one
         outcome.mutated += [
             f"argument {i + 1}{RETURNED_ITSELF}" for i, a in enumerate(args)
-            if outcome.error is None and outcome.value is a and isinstance(a, (list, dict, bytearray, torch.Tensor))
+            if outcome.error is None and outcome.value is a and (isinstance(a, (list, dict, bytearray)) or _is_tensor(a))
         ]
         outcomes.append(outcome)
     return outcomes
@@ -236,7 +244,7 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def _type_name(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
+    if _is_tensor(value):
         return "a tensor"
     if isinstance(value, Unsupported):
         return f"an object of type {value.type_name}"
@@ -279,14 +287,14 @@ def difference(
     again = dict(ordered=ordered, tolerance=tolerance)
     if isinstance(expected, Unsupported):
         raise TypeError(f"the reference returned {expected!r}, which a check cannot compare: a bug in the spec")
-    if isinstance(expected, torch.Tensor):
+    if _is_tensor(expected):
         if actual is None and where.startswith("the gradient of"):
             return (
                 f"{where} is None: no gradient reaches it. Use the parameter itself in forward "
                 f"(not a copy, not .detach(), not under torch.no_grad()), and keep it trainable "
                 f"(requires_grad=True, as nn.Parameter makes it)."
             )
-        if not isinstance(actual, torch.Tensor):
+        if not _is_tensor(actual):
             return f"{where} should be a tensor, but it is {_type_name(actual)}."
         if actual.dtype != expected.dtype:
             return f"{where} has dtype {actual.dtype}, expected {expected.dtype}."
@@ -396,7 +404,7 @@ def _tensor_values_differ(
     if not e.is_floating_point():
         wrong = (a != e).nonzero()
     else:
-        rtol, atol = tolerance or TOLERANCES.get(e.dtype, (1e-5, 1e-8))
+        rtol, atol = tolerance or tolerance_of(e.dtype)
         close = torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
         wrong = (~close).nonzero()
     if len(wrong) == 0:
@@ -432,7 +440,7 @@ def _call_text(spec: Spec, case: Case) -> str:
 
 
 def _argument_text(value: Any) -> str:
-    if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.numel() > 24):
+    if _is_tensor(value) and (value.is_floating_point() or value.numel() > 24):
         # float values print rounded, and big tensors are cut: name the tensor, check.inputs has it
         return f"<{value.dtype} tensor of shape {tuple(value.shape)}>".replace("torch.", "")
     return repr(value)

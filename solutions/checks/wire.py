@@ -18,8 +18,8 @@ import json
 import math
 from typing import Any
 
-import torch
-
+from solutions.checks.lazy import is_tensor as _is_tensor
+from solutions.checks.lazy import torch
 from solutions.checks.outcome import Outcome, Unsupported
 
 MAX_DEPTH = 50
@@ -50,7 +50,7 @@ def encode(value: Any, _depth: int = 0, _budget: _Budget | None = None) -> Any:
     if _depth > MAX_DEPTH:
         raise ValueError("the value is nested too deeply to check")
     # every value costs one item, a tensor one per element: a tensor of exactly MAX_ITEMS fits
-    budget.spend(torch.Tensor.numel(value) if isinstance(value, torch.Tensor) else 1)
+    budget.spend(torch.Tensor.numel(value) if _is_tensor(value) else 1)
     if value is None or value is True or value is False:
         return value
     if isinstance(value, int):
@@ -62,7 +62,7 @@ def encode(value: Any, _depth: int = 0, _budget: _Budget | None = None) -> Any:
         return str.__str__(value)
     if isinstance(value, (bytes, bytearray)):
         return {"$bytes": base64.b64encode(bytes(memoryview(value))).decode("ascii")}
-    if isinstance(value, torch.Tensor):
+    if _is_tensor(value):
         t = torch.Tensor.detach(value)
         if t.device.type == "meta":  # a shape and a dtype, no values
             dtype = str(t.dtype).replace("torch.", "")
@@ -86,10 +86,7 @@ def encode(value: Any, _depth: int = 0, _budget: _Budget | None = None) -> Any:
     return {"$unsupported": [f"{type(value).__module__}.{type(value).__qualname__}", _short_repr(value)]}
 
 
-_DTYPES = {
-    name: getattr(torch, name)
-    for name in ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
-}
+_DTYPE_NAMES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
 
 
 def decode(data: Any, device: str | None = None) -> Any:
@@ -112,7 +109,7 @@ def decode(data: Any, device: str | None = None) -> Any:
     if tag == "$unsupported":
         return Unsupported(str(body[0]), str(body[1]))
     if tag == "$tensor":
-        dtype = _DTYPES.get(body["dtype"])
+        dtype = getattr(torch, body["dtype"]) if body["dtype"] in _DTYPE_NAMES else None
         if dtype is None:
             return Unsupported(f"tensor of dtype {body['dtype']}", "")
         if body.get("device") == "meta" or body.get("data") is None:
