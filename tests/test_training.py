@@ -527,7 +527,17 @@ def test_shipped_checkpoint_is_small_loads_and_writes_shakespeare():
     _, _, val_data = T.shakespeare_data()
     loss = T.estimate_loss(model, val_data, 12, model.config.n_ctx, 5, seed=2)
     assert loss < 1.9
-    text = tokenizer.decode(generate(model, torch.tensor([tokenizer.encode("ROMEO:")]), 200, temperature=0.8,
-                                     generator=generator(0))[0])
-    words = text.split()
-    assert sum(w.strip(".,;:!?'").lower() in {"the", "and", "i", "to", "of", "my", "you", "a"} for w in words) >= 5
+
+    def common_word_share(m) -> float:
+        """The share of the common English words in 5 samples of 200 characters (one sample alone
+        is too noisy to judge a model by: the shipped one gives 3 to 9 of about 40 words)."""
+        words = []
+        for seed in range(5):
+            ids = generate(m, torch.tensor([tokenizer.encode("ROMEO:")]), 200, temperature=0.8, generator=generator(seed))
+            words += tokenizer.decode(ids[0]).split()
+        common = {"the", "and", "i", "to", "of", "my", "you", "a"}
+        return sum(w.strip(".,;:!?'").lower() in common for w in words) / max(len(words), 1)
+
+    assert common_word_share(model) >= 0.08  # about 0.15 for the shipped model
+    torch.manual_seed(0)
+    assert common_word_share(GPT(model.config).eval()) < 0.05  # untrained: only "a" and "i" by chance (0.025)
