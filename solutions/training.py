@@ -282,14 +282,10 @@ def lr_linear(step: int, max_lr: float, min_lr: float, warmup_steps: int, max_st
     measured on 10 deep-learning problems and LLMs); on the chapter's model it gives 1.75
     instead of 1.78 after the same 2,000 steps (bench/README.md). Same errors as ``lr_at``.
     """
-    if step < 0 or warmup_steps < 0 or max_steps < warmup_steps:
-        raise ValueError(f"need step >= 0 and 0 <= warmup_steps <= max_steps, got step={step}, "
-                         f"warmup_steps={warmup_steps}, max_steps={max_steps}")
-    if step < warmup_steps:
-        return max_lr * (step + 1) / warmup_steps
-    if step >= max_steps:
-        return min_lr
-    return max_lr + (min_lr - max_lr) * (step - warmup_steps) / (max_steps - warmup_steps)
+    rate = lr_at(step, max_lr, min_lr, warmup_steps, max_steps)  # checks; the warm-up and the end agree
+    if warmup_steps <= step < max_steps:
+        rate = max_lr + (min_lr - max_lr) * (step - warmup_steps) / (max_steps - warmup_steps)
+    return rate
 
 
 SCHEDULES = ("cosine", "linear")  # TrainConfig.schedule: lr_at or lr_linear

@@ -180,21 +180,6 @@ def test_fast_gpt_is_the_same_function_with_the_same_gradients(changes):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-10, msg=lambda m, name=name: f"{name}: {m}")
 
 
-def test_fast_gpt_refuses_what_gpt_refuses():
-    torch.manual_seed(0)
-    model = FastGPT(tiny())
-    with pytest.raises(ValueError, match="n_ctx = 16"):
-        model(torch.zeros(1, 17, dtype=torch.long))
-    with pytest.raises(ValueError, match="d_vocab = 50"):
-        model(torch.tensor([[1, 50]]))
-    with pytest.raises(ValueError, match="d_vocab = 50"):
-        model(torch.tensor([[-1, 2]]))
-    with pytest.raises(TypeError, match="integer"):
-        model(torch.zeros(1, 3))
-    ids = torch.tensor([[1, 49, 7]])
-    torch.testing.assert_close(model(ids.int()), model(ids))  # int32 ids are ids
-
-
 # --- model ------------------------------------------------------------------------------------
 
 
@@ -230,16 +215,21 @@ def test_gpt_adds_positions_and_uses_ln_final():
     assert not torch.allclose(model(tokens), logits)
 
 
-def test_gpt_errors_name_the_limit():
+@pytest.mark.parametrize("Model", [GPT, FastGPT])
+def test_gpt_errors_name_the_limit(Model):
     for changes in ({}, LLAMA_TINY):
-        model = GPT(tiny(**changes))
+        model = Model(tiny(**changes))
         with pytest.raises(ValueError, match="n_ctx = 16"):
             model(torch.zeros(1, 17, dtype=torch.long))
         with pytest.raises(ValueError, match="d_vocab = 50"):
             model(torch.tensor([[1, 50]]))
         with pytest.raises(ValueError, match="d_vocab = 50"):
             model(torch.tensor([[-1, 2]]))
+        with pytest.raises(TypeError, match="integer"):
+            model(torch.zeros(1, 3))
         assert model(torch.zeros(1, 16, dtype=torch.long)).shape == (1, 16, 50)
+        ids = torch.tensor([[1, 49, 7]])
+        torch.testing.assert_close(model(ids.int()), model(ids))  # int32 ids are ids
 
 
 def test_config_validation():

@@ -52,8 +52,6 @@ class _Specs(Mapping):
 
     def _all(self) -> dict[str, Spec]:
         if len(self._loaded) < len(solutions.CHAPTERS):
-            for chapter in solutions.CHAPTERS:
-                self._load(chapter)
             # course order, whatever order the chapters were loaded in
             self._by_name = {s.name: s for c in solutions.CHAPTERS for s in self._load(c)}
         return self._by_name

@@ -250,12 +250,11 @@ def main(request_fd: int, reply_fd: int) -> int:
     channel = Channel(request_fd, reply_fd)
     sys.stdin = io.StringIO("")  # nothing for student code to read
     signal.signal(signal.SIGALRM, _alarm)
-    _defer_dynamo()
     shell = _shell()
     channel.send(event="ready")
     while True:
         request = channel.receive()
-        _defer_dynamo()  # torch may have been imported by the last cell
+        _defer_dynamo()  # as soon as torch is imported (by a cell; the harness itself does not)
         op = request.get("op")
         if op == "cell":
             ok, error, output = run_cell(shell, request["source"], request["timeout"])
