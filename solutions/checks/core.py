@@ -21,6 +21,7 @@ import dataclasses
 import math
 import random
 import re
+import sys
 import time
 import types
 from contextlib import contextmanager
@@ -187,11 +188,50 @@ def with_references(fn: Callable, uses: dict[str, Callable]) -> Callable:
     return isolated
 
 
+def _namespace_of(answer: Any) -> Optional[dict]:
+    """The global namespace the answer's code reads its names from (a notebook's ``__main__``)."""
+    if isinstance(answer, types.FunctionType):
+        return answer.__globals__
+    if isinstance(answer, type):
+        for value in vars(answer).values():
+            function = getattr(value, "__func__", value)  # staticmethod, classmethod
+            if isinstance(function, types.FunctionType):
+                return function.__globals__
+    module = sys.modules.get(getattr(answer, "__module__", "") or "")
+    return vars(module) if module is not None else None
+
+
+@contextmanager
+def references_bound(answer: Any, uses: dict[str, Any]) -> Iterator[None]:
+    """Bind ``uses`` (name -> reference) in the namespace where ``answer`` was defined, then restore.
+
+    An exercise that builds on earlier ones is judged alone: its earlier parts are the references,
+    also where the answer reaches them through a helper of its own (``def nll(...)`` calling
+    ``log_softmax``), so that two mistakes that cancel out do not earn the point. A class keeps its
+    methods' globals (copying it with other globals would break ``super()``), so this is the only
+    binding a class gets. The names are put back afterwards, whatever happens.
+    """
+    namespace = _namespace_of(answer) if uses else None
+    if namespace is None:
+        yield
+        return
+    saved = {k: namespace[k] for k in uses if k in namespace}
+    namespace.update(uses)
+    try:
+        yield
+    finally:
+        for k in uses:
+            if k in saved:
+                namespace[k] = saved[k]
+            else:
+                namespace.pop(k, None)
+
+
 def prepare(spec: Spec, answer: Any) -> Callable:
     """The function the cases call: the answer with earlier references bound, through the driver.
 
-    For a class, earlier references are bound by :func:`modules.references_bound` around the
-    run instead (a class cannot be copied with other globals).
+    Around the run, :func:`references_bound` also binds them in the answer's namespace (the only
+    binding a class gets: it cannot be copied with other globals).
     """
     fn = answer if isinstance(answer, type) else with_references(answer, spec.uses)
     return spec.driver(fn) if spec.driver is not None else fn
@@ -638,8 +678,6 @@ def check_function(
         raise CheckFailure(f"check.{spec.name} needs your function, but got {_type_name(fn)}.")
     if getattr(spec.driver, "wants_class", False) and not isinstance(fn, type):
         raise CheckFailure(f"check.{spec.name} needs your class {spec.name} itself, not {_type_name(fn)}.")
-    from solutions.checks.modules import references_bound  # modules builds on this module's types
-
     device = torch.device(device) if device is not None else default_device()
     cases = spec.make_cases(seed)
     with exact_math():

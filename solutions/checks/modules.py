@@ -21,13 +21,12 @@ and :func:`init_case` one that checks how the module initialises its parameters 
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch.overrides import TorchFunctionMode
 
+from solutions.checks import core
 from solutions.checks.outcome import Case
 
 
@@ -323,29 +322,8 @@ module_driver.describe = _describe_module_case
 module_driver.reproduce = _reproduce_module_case
 
 
-@contextlib.contextmanager
-def references_bound(answer: Any, uses: dict[str, Any]) -> Iterator[None]:
-    """Bind ``uses`` (name -> reference) in the namespace where ``answer`` was defined, then restore.
-
-    A class keeps its methods' globals: copying it with other globals would break ``super()``,
-    so for a class the names are set in its module (a notebook's ``__main__``) for the duration
-    of the check and put back afterwards, whatever happens.
-    """
-    module = sys.modules.get(getattr(answer, "__module__", "") or "")
-    if not uses or not isinstance(answer, type) or module is None:
-        yield
-        return
-    namespace = vars(module)
-    saved = {k: namespace[k] for k in uses if k in namespace}
-    namespace.update(uses)
-    try:
-        yield
-    finally:
-        for k in uses:
-            if k in saved:
-                namespace[k] = saved[k]
-            else:
-                namespace.pop(k, None)
+# bound in the answer's namespace for the duration of a check (kept here for older imports)
+references_bound = core.references_bound
 
 
 # --- probes: modules built from plain data, for exercises that take a module as an argument ---

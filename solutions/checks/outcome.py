@@ -50,6 +50,17 @@ class Case:
     # words an error's message must contain when the reference raises too (the exercise says the
     # message names them: an id, a limit)
     mentions: tuple[str, ...] = ()
+    # run it a second time with every floating-point tensor argument requiring grad, backpropagate
+    # a fixed cotangent and record the gradient of each such argument (see core.run)
+    gradient: bool = False
+    # names of torch functions (F.relu -> "relu") whose use the exercise forbids: run records the
+    # ones the answer called (Outcome.calls); the verdict is computed by whoever compares
+    forbid: tuple[str, ...] = ()
+
+
+# The fields of a case that the grading sandbox needs besides its arguments: never the label or
+# the mentions, which describe the case.
+SANDBOX_FIELDS = ("seed", "device", "gradient", "forbid")
 
 
 @dataclass
@@ -60,6 +71,14 @@ class Outcome:
     error: Optional[tuple[str, str]] = None  # (exception type name, message)
     mutated: list[str] = field(default_factory=list)  # names of arguments changed in place
     seconds: float = 0.0
+    # when the case asked for gradients (Case.gradient): the result of the second call, made with
+    # inputs that require grad, whether it carries a graph, and the gradient of each floating-point
+    # tensor argument (None where none reached it); see core.run
+    grad_value: Any = None
+    has_graph: Optional[bool] = None
+    grads: Optional[list] = None
+    # which of the case's forbidden torch functions the answer called (Case.forbid), in order
+    calls: list[str] = field(default_factory=list)
     # the exception itself, in-process only: chained to the failure so the learner sees where
     # their code raised (the grader gets only the type and message)
     exception: Optional[BaseException] = field(default=None, repr=False, compare=False)

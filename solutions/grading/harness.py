@@ -43,9 +43,11 @@ from solutions.checks import wire as _wire
 from solutions.checks.core import Case as _Case
 from solutions.checks.core import run as _run
 from solutions.checks.core import with_references as _with_references
+from solutions.checks.outcome import SANDBOX_FIELDS as _SANDBOX_FIELDS
 
-# solutions.checks.modules (and with it torch) is imported only for an exercise that is a class
-# using earlier references: a chapter-1 notebook, plain Python, never pays for `import torch`.
+# torch is imported only by what a notebook or an exercise needs: a chapter-1 notebook, plain
+# Python, never pays for `import torch`.
+_references_bound = _core.references_bound
 
 _on_device = getattr(_core, "on_device", None)  # cases that name their own device (e.g. "meta")
 _CASE_FIELDS = {f.name for f in dataclasses.fields(_Case)}
@@ -194,7 +196,7 @@ def _references(uses: list[dict]) -> dict:
 
 
 def _case(data: dict):
-    extra = {k: data[k] for k in ("seed", "device") if k in _CASE_FIELDS and data.get(k) is not None}
+    extra = {k: _decode(data[k]) for k in _SANDBOX_FIELDS if k in _CASE_FIELDS and data.get(k) is not None}
     case = _Case(tuple(_decode(data["args"])), dict(_decode(data["kwargs"])), **extra)
     return _on_device(case, "cpu") if _on_device is not None else case
 
@@ -227,11 +229,9 @@ def run_exercise(shell, request: dict) -> dict:
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = out
     signal.setitimer(signal.ITIMER_REAL, request["timeout"])
-    bound = contextlib.nullcontext()
-    if isinstance(answer, type) and uses:  # for a class: set in its module, put back after
-        from solutions.checks.modules import references_bound
-
-        bound = references_bound(answer, uses)
+    # earlier references are bound in the answer's own namespace too, so that a helper of the
+    # student's that the answer calls uses them as well (then put back)
+    bound = _references_bound(answer, uses) if uses else contextlib.nullcontext()
     try:
         with bound:
             outcomes = _run(fn, cases)

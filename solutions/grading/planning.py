@@ -26,6 +26,7 @@ from solutions.checks import SPECS
 from solutions.checks import core as checks_core
 from solutions.checks import wire
 from solutions.checks.core import Case, exact_math, run
+from solutions.checks.outcome import SANDBOX_FIELDS
 from solutions.grading import withhold
 from solutions.grading.reading import Exercise, Released
 
@@ -40,7 +41,7 @@ def encode_cases(cases: list[Case]) -> list[dict]:
     """What the sandbox needs of each case (never its label, which may describe it)."""
     return [
         {"args": wire.encode(list(c.args)), "kwargs": wire.encode(dict(c.kwargs)),
-         "seed": getattr(c, "seed", None), "device": getattr(c, "device", None)}
+         **{k: wire.encode(getattr(c, k, None)) for k in SANDBOX_FIELDS}}
         for c in cases
     ]
 
