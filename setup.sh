@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # System packages: Chromium for the browser test of the website, bubblewrap for the grading
-# sandbox. Debian/Ubuntu only; skipped when they are already there.
+# sandbox, Graphviz (`dot`) to draw the website's diagrams at build time. Debian/Ubuntu only;
+# skipped when they are already there.
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v dot >/dev/null 2>&1 || need+=(graphviz)
 command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
