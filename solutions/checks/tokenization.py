@@ -1,16 +1,26 @@
 """Check specs for chapter 1, tokenization: one :class:`Spec` per exercise, in notebook order.
 
 Inputs come from ``random.Random(seed)``: a mix of English, accented letters, emoji, CJK text and
-whitespace runs, short enough that every check takes milliseconds.
+whitespace runs; then the inputs real text has (:mod:`solutions.checks.texts`): newlines, upper
+case, text that is not Unicode-normalised, whitespace at the ends, a byte-order mark, the string
+"<|endoftext|>", a lone surrogate where the contract says what happens to it, a text encoded
+again under other merges, and inputs of thousands of ids or characters. Every answer is called
+twice on each input (``twice_driver``), so state kept between calls shows. Every check takes
+well under a second.
 """
 
 from __future__ import annotations
 
 import random
+import unicodedata
 from typing import Any, Optional
 
+import regex
+
 from solutions import tokenization as ref
+from solutions.checks import texts
 from solutions.checks.core import Case, Mistake, Spec
+from solutions.checks.texts import changed_text, changed_text_hint, long_ids, long_text, special_texts, twice_driver
 
 CHAPTER = "01_tokenization"
 
@@ -51,6 +61,9 @@ def _cases_text_to_bytes(seed: int) -> list[Case]:
         Case((_text(rng, 3),), label="a sentence"),
     ]
     cases += [Case((_random_text(rng),), label="random characters") for _ in range(10)]
+    cases += [Case((text,), label=label) for label, text in special_texts(rng)]
+    cases.append(Case((texts.lone_surrogate(rng),), label="a lone surrogate, which has no UTF-8 bytes"))
+    cases.append(Case((long_text(rng, 3000),), label="3,000 characters"))
     return cases
 
 
@@ -58,10 +71,20 @@ def _code_points(text: str) -> list[int]:
     return [ord(ch) for ch in text]
 
 
+def _bytes_ignoring_errors(text: str) -> list[int]:
+    return list(text.encode("utf-8", errors="ignore"))
+
+
+def _bytes_replacing_errors(text: str) -> list[int]:
+    return list(text.encode("utf-8", errors="replace"))
+
+
 def _diagnose_text_to_bytes(case: Case, actual: Any, expected: Any) -> Optional[str]:
     if isinstance(actual, (bytes, bytearray)):
         return "you returned a bytes-like object; the exercise asks for a list of ints."
-    return None
+    (text,) = case.args
+    what = changed_text(text, actual, ref.text_to_bytes)
+    return changed_text_hint(what) if what else None
 
 
 # --- 2. get_pair_counts -----------------------------------------------------------------------
@@ -69,15 +92,18 @@ def _diagnose_text_to_bytes(case: Case, actual: Any, expected: Any) -> Optional[
 
 def _cases_get_pair_counts(seed: int) -> list[Case]:
     rng = random.Random(seed)
+    # a case with pairs comes first: a function that keeps its counts between calls (a mutable
+    # default) then shows it at once, not as a wrong answer for no ids
     cases = [
+        Case(([1, 2],), label="one pair"),
         Case(([],), label="no ids"),
         Case(([7],), label="one id"),
-        Case(([1, 2],), label="one pair"),
         Case(([5, 5, 5, 5],), label="a run: overlapping pairs"),
         Case(([1, 2, 3, 1, 2],), label="a repeated pair"),
         Case(([300, 2, 300, 2, 300],), label="ids above 255"),
     ]
     cases += [Case((_ids(rng, rng.randint(2, 4), 20),), label="random ids") for _ in range(10)]
+    cases.append(Case((long_ids(rng, 5000, [97, 98, 32, 256, 300, 301]),), label="5,000 ids"))
     return cases
 
 
@@ -122,6 +148,24 @@ def _cases_most_frequent_pair(seed: int) -> list[Case]:
         counts = {(rng.randrange(4), rng.randrange(4)): rng.randint(1, 9) for _ in range(rng.randint(1, 8))}
         cases.append(Case((counts,), label="random counts"))
     cases.append(Case(({},), label="empty counts"))
+    # Merged ids go past 255: a tie rule that packs a pair into one number, a * 256 + b or
+    # (a << 8) | b, orders such pairs wrongly. The smallest pair is never listed first.
+    cases.append(Case(({(1, 0): 5, (0, 300): 5, (0, 2): 1},), label="a tie where a second id is 256 or more"))
+    cases.append(Case(({(300, 2): 4, (299, 4000): 4, (1, 1): 2},), label="a tie between merged ids"))
+    for _ in range(3):
+        pairs = [(rng.randrange(3), rng.randrange(240, 600)) for _ in range(6)]
+        counts = {p: rng.randint(1, 3) for p in pairs}
+        for p in rng.sample(sorted(counts), 2):
+            counts[p] = 4
+        counts = dict(sorted(counts.items(), reverse=True))
+        cases.append(Case((counts,), label="a tie among ids up to 600"))
+    # the size family: the counts of a text of thousands of ids, after some merges
+    ids = long_ids(rng, 4000, list(range(60)) + list(range(256, 300)))
+    counts = ref.get_pair_counts(ids)
+    top = max(counts.values())
+    for p in rng.sample(sorted(counts), 3):
+        counts[p] = top
+    cases.append(Case((dict(sorted(counts.items(), reverse=True)),), label=f"{len(counts):,} pairs with a tie"))
     return cases
 
 
@@ -129,11 +173,27 @@ def _times(n: int) -> str:
     return "once" if n == 1 else f"{n} times"
 
 
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and all(type(x) is int for x in value)
+
+
+def _packed(pair: tuple[int, int]) -> tuple[int, int]:
+    a, b = pair
+    return (a << 8) | b, a * 256 + b
+
+
 def _diagnose_most_frequent_pair(case: Case, actual: Any, expected: Any) -> Optional[str]:
     (counts,) = case.args
-    if not isinstance(actual, tuple) or actual not in counts:
+    if not _is_pair(actual) or actual not in counts or not _is_pair(expected):
         return None
     if counts[actual] == counts[expected]:
+        if any(x < y for x, y in zip(_packed(actual), _packed(expected))) and max(actual + expected) >= 256:
+            return (
+                f"{actual} and {expected} tie at {counts[expected]} occurrences, and {expected} is the "
+                f"smaller pair. A pair packed into one number (a * 256 + b, or (a << 8) | b) orders "
+                f"pairs like tuples only while every id is below 256, and merged ids go past 255: "
+                f"compare the pairs themselves."
+            )
         return (
             f"{actual} and {expected} tie at {counts[expected]} occurrences; the rule gives a tie to "
             f"the smallest pair (tuples compare element by element)."
@@ -165,6 +225,8 @@ def _cases_merge(seed: int) -> list[Case]:
         start = rng.randrange(len(ids) - 1)
         pair = (ids[start], ids[start + 1])
         cases.append(Case((ids, pair, 256 + rng.randint(0, 50)), label="random ids"))
+    ids = long_ids(rng, 5000, [97, 98, 99, 256, 257])
+    cases.append(Case((ids, (ids[10], ids[11]), 300), label="5,000 ids"))
     return cases
 
 
@@ -216,13 +278,31 @@ def _cases_train_bpe(seed: int) -> list[Case]:
         cases.append(Case((text, 256 + rng.randint(2, 8)), label="a random text"))
     text = _text(rng, rng.randint(2, 4))
     cases.append(Case((text, 256 + rng.randint(8, 14)), label="a sentence"))
+    for label, text in special_texts(rng):
+        if "<|" not in text:  # to train_bpe the special-token string is text like any other
+            cases.append(Case((text, 256 + rng.randint(6, 10)), label=label))
+    cases.append(Case((long_text(rng, 2000), 256 + 12), label="2,000 characters over many lines"))
     return cases
 
 
+def _is_merges(value: Any) -> bool:
+    return isinstance(value, dict) and all(_is_pair(k) and type(v) is int for k, v in value.items())
+
+
 def _diagnose_train_bpe(case: Case, actual: Any, expected: Any) -> Optional[str]:
-    if not isinstance(actual, dict) or not isinstance(expected, dict):
+    if not _is_merges(actual) or not _is_merges(expected):
         return None
     text, vocab_size = case.args
+    what = changed_text(text, actual, lambda t: ref.train_bpe(t, vocab_size))
+    if what:
+        return changed_text_hint(what)
+    newline = ord("\n")
+    if any(newline in p for p in expected) and not any(newline in p for p in actual):
+        return (
+            "none of your merges joins the newline byte (10) to anything, but this text's most "
+            "frequent pairs do: a newline is a byte of the text like any other, so train on the whole text, not "
+            "line by line."
+        )
     if set(actual.items()) == set(expected.items()):
         return None  # the right merges in another order: the difference says so
     if actual and min(actual.values(), default=256) == 255:
@@ -293,6 +373,18 @@ def _cases_encode(seed: int) -> list[Case]:
         learned = _shuffled(ref.train_bpe(train_text, 256 + rng.randint(3, 8)), rng)
         text = "".join(rng.choice("abc ") for _ in range(rng.randint(3, 14)))
         cases.append(Case((text, learned), label="a random text, merges in random order"))
+    # the whole text is one sequence: merges learned across a space apply across it
+    cases.append(Case(("ab ab", {(98, 32): 256, (97, 256): 257}), label="a merge across a space: no splitting into words"))
+    for label, text in special_texts(rng):
+        # merges learned on the text itself, so that changing the text changes its ids
+        cases.append(Case((text, ref.train_bpe(text, 256 + rng.randint(6, 10))), label=label))
+    cases.append(Case((texts.lone_surrogate(rng), merges), label="a lone surrogate, which has no UTF-8 bytes"))
+    # the size family, and the same text again under fewer merges: its ids now are other ones
+    text = long_text(rng, 1500)
+    learned = ref.train_bpe(text, 256 + 16)
+    fewer = dict(list(learned.items())[:-4])
+    cases.append(Case((text, learned), label="1,500 characters"))
+    cases.append(Case((text, fewer), label="the same 1,500 characters again, with the last 4 merges left out"))
     return cases
 
 
@@ -343,6 +435,32 @@ def _encode_code_points(text: str, merges: dict) -> list[int]:
     return ids
 
 
+def _encode_split_first(text: str, merges: dict) -> list[int]:
+    # GPT-2's way, but not this exercise's: merges learned on the whole text also cross spaces
+    return [i for chunk in regex.findall(ref.GPT2_SPLIT_PATTERN, text) for i in ref.encode(chunk, merges)]
+
+
+def _diagnose_encode(case: Case, actual: Any, expected: Any) -> Optional[str]:
+    if not isinstance(actual, list) or not all(type(i) is int for i in actual):
+        return None
+    text, merges = case.args
+    made = set(range(256)) | set(merges.values())
+    foreign = [i for i in actual if i not in made]
+    if ref.ENDOFTEXT in text and 50256 in foreign:
+        return (
+            "50256 is GPT-2's id for <|endoftext|>, but these merges know no special tokens: here "
+            "the string is ordinary text, encoded from its bytes like the rest."
+        )
+    if foreign:
+        return (
+            f"your ids hold {foreign[0]}, which none of these merges makes: the ids come from "
+            f"somewhere else than these merges (a result kept from an earlier call with other "
+            f"merges, such as a cache keyed on the text alone?)."
+        )
+    what = changed_text(text, actual, lambda t: ref.encode(t, merges))
+    return changed_text_hint(what) if what else None
+
+
 # --- 7. decode --------------------------------------------------------------------------------
 
 
@@ -376,11 +494,33 @@ def _cases_decode(seed: int) -> list[Case]:
     ]:
         missing = next(i for i in ids if i not in vocab)
         cases.append(Case((ids, vocab), label=label, mentions=(str(missing),)))
+    for label, text in special_texts(rng):
+        learned = ref.train_bpe(text, 256 + rng.randint(4, 8))
+        ids = ref.encode(text, learned)
+        cases.append(Case((ids, _small_vocab(ids, learned, rng)), label=f"the ids of {label}"))
+    # GPT-2's id of <|endoftext|>, in a vocab that does not have it: a decoder knows only its vocab
+    ids = ref.encode("one", merges) + [50256] + ref.encode("two", merges)
+    cases.append(Case((ids, _small_vocab([i for i in ids if i != 50256], merges, rng)), label="id 50256 (GPT-2's <|endoftext|>), not in this vocab", mentions=("50256",)))
+    text = long_text(rng, 3000)
+    ids = ref.encode(text, merges)
+    cases.append(Case((ids, ref.build_vocab(merges)), label=f"{len(ids):,} ids"))
     return cases
 
 
 def _decode_token_by_token(ids: list[int], vocab: dict) -> str:
     return "".join(vocab[i].decode("utf-8", errors="replace") for i in ids)
+
+
+def _diagnose_decode(case: Case, actual: Any, expected: Any) -> Optional[str]:
+    if not isinstance(actual, str) or not isinstance(expected, str):
+        return None
+    what = changed_text(expected, actual, lambda t: t)
+    if what is None:
+        return None
+    return (
+        f"your text is the right one after you {what}; decoding gives back exactly the characters "
+        f"the bytes hold, in the form they were written."
+    )
 
 
 # --- 8. compression_ratio ---------------------------------------------------------------------
@@ -398,18 +538,38 @@ def _cases_compression_ratio(seed: int) -> list[Case]:
     for _ in range(5):
         text = _text(rng, rng.randint(1, 4)) + _random_text(rng, 4)
         cases.append(Case((text, ref.encode(text, merges)), label="a text and its tokens"))
+    for label, text in special_texts(rng):
+        cases.append(Case((text, ref.encode(text, merges)), label=label))
+    text = long_text(rng, 3000)
+    cases.append(Case((text, ref.encode(text, merges)), label="3,000 characters"))
     return cases
 
 
+# The wrong ratios refuse no tokens as the reference does, so that a learner who refuses them
+# too still gets the hint.
+
+
 def _ratio_of_characters(text: str, ids: list[int]) -> float:
+    ref.compression_ratio(text, ids)
     return len(text) / len(ids)
 
 
 def _ratio_inverted(text: str, ids: list[int]) -> float:
+    ref.compression_ratio(text, ids)
     return len(ids) / len(text.encode("utf-8"))
 
 
+def _ratio_of_stripped_text(text: str, ids: list[int]) -> float:
+    ref.compression_ratio(text, ids)
+    return len(text.strip().encode("utf-8")) / len(ids)
+
+
 # ----------------------------------------------------------------------------------------------
+
+_RECURSION_HINT = {
+    "RecursionError": "your code calls itself once per id (or per step), and Python stops at about "
+    "1,000 nested calls; a real text has thousands of ids: use a loop.",
+}
 
 SPECS = [
     Spec(
@@ -423,9 +583,24 @@ SPECS = [
                 "these are Unicode code points (ord), not UTF-8 bytes: in UTF-8 a character outside "
                 "ASCII takes 2 to 4 bytes.",
                 _code_points,
-            )
+            ),
+            Mistake(
+                "errors ignored",
+                "a lone surrogate has no UTF-8 bytes, and errors='ignore' drops it without a word: "
+                "the text that comes back is not the text given. Let the encoder raise its "
+                "UnicodeEncodeError.",
+                _bytes_ignoring_errors,
+            ),
+            Mistake(
+                "errors replaced",
+                "a lone surrogate has no UTF-8 bytes, and errors='replace' writes '?' in its place "
+                "without a word: the text that comes back is not the text given. Let the encoder "
+                "raise its UnicodeEncodeError.",
+                _bytes_replacing_errors,
+            ),
         ],
         diagnose=_diagnose_text_to_bytes,
+        driver=twice_driver,
     ),
     Spec(
         name="get_pair_counts",
@@ -445,6 +620,8 @@ SPECS = [
                 _pairs_missing_last,
             ),
         ],
+        error_hints=_RECURSION_HINT,
+        driver=twice_driver,
     ),
     Spec(
         name="most_frequent_pair",
@@ -452,6 +629,7 @@ SPECS = [
         reference=ref.most_frequent_pair,
         make_cases=_cases_most_frequent_pair,
         diagnose=_diagnose_most_frequent_pair,
+        driver=twice_driver,
     ),
     Spec(
         name="merge",
@@ -476,6 +654,8 @@ SPECS = [
                 _merge_first_only,
             ),
         ],
+        error_hints=_RECURSION_HINT,
+        driver=twice_driver,
     ),
     Spec(
         name="train_bpe",
@@ -486,6 +666,8 @@ SPECS = [
         ordered=True,  # the merges in the order learned: the order is part of the answer
         uses={f.__name__: f for f in (ref.text_to_bytes, ref.get_pair_counts, ref.most_frequent_pair, ref.merge)},
         points=2,
+        error_hints=_RECURSION_HINT,
+        driver=twice_driver,
     ),
     Spec(
         name="encode",
@@ -523,7 +705,17 @@ SPECS = [
                 "and a dict may list them in any order.",
                 _encode_in_dict_order,
             ),
+            Mistake(
+                "split first",
+                "you cut the text into words first, as GPT-2's tokenizer does; this exercise encodes "
+                "the whole text as one sequence, the way train_bpe learned its merges (some of them "
+                "join a space to its neighbours).",
+                _encode_split_first,
+            ),
         ],
+        diagnose=_diagnose_encode,
+        error_hints=_RECURSION_HINT,
+        driver=twice_driver,
     ),
     Spec(
         name="decode",
@@ -538,10 +730,12 @@ SPECS = [
                 _decode_token_by_token,
             )
         ],
+        diagnose=_diagnose_decode,
         error_hints={
             "UnicodeDecodeError": "some id sequences are not valid UTF-8 (a token can end in the middle "
             "of a character): decode with errors='replace'.",
         },
+        driver=twice_driver,
     ),
     Spec(
         name="compression_ratio",
@@ -555,6 +749,14 @@ SPECS = [
                 _ratio_of_characters,
             ),
             Mistake("inverted", "the ratio is bytes per token, not tokens per byte.", _ratio_inverted),
+            Mistake(
+                "stripped",
+                "the ratio counts every byte of the text, the whitespace at its ends included: the "
+                "tokens cover those bytes too.",
+                _ratio_of_stripped_text,
+            ),
         ],
+        # no twice_driver yet: tests/test_grading_chapters.py needs one numeric exercise per
+        # chapter without a driver to grade a "doubled" answer
     ),
 ]

@@ -1,0 +1,409 @@
+"""Chapter 1: wrong answers that passed on short, clean texts fail on the inputs real text has.
+
+Each wrong answer below once passed its check (issue "checks that wrong code cannot pass",
+section 6): the checks used short, lower-case, one-line, normalised texts, every one different,
+and lists of at most 20 ids. Now every check also draws the text family and the size family of
+special values (solutions/checks/texts.py), and calls each answer twice on each input. Each test
+asserts that the check fails with a message that leads to the mistake.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+import regex
+
+from solutions import checks as check
+from solutions import tokenization as ref
+from solutions.checks.core import CheckFailure, check_function
+from solutions.checks.texts import special_texts
+
+HIDDEN = 424242  # stands for the grader's seed
+
+
+def fails(exercise: str, answer, *, seed: int = 0) -> str:
+    """The message of the check's failure (it must fail) on the notebook's seed."""
+    with pytest.raises(CheckFailure) as info:
+        check_function(check.SPECS[exercise], answer, seed=seed, device="cpu")
+    return str(info.value)
+
+
+def fails_everywhere(exercise: str, answer) -> str:
+    """Fails on the notebook's seed and on a hidden one, with the same kind of message."""
+    hidden = fails(exercise, answer, seed=HIDDEN)
+    public = fails(exercise, answer)
+    assert hidden.splitlines()[-1] == public.splitlines()[-1]  # the same hint
+    return public
+
+
+# --- the size family: thousands of ids ---------------------------------------------------------
+
+
+def merge_recursive(ids, pair, new_id):
+    """Right on short lists, but it recurses once per id: RecursionError past about 1,000 ids,
+    which is where the notebook's demo (5,000 characters of Shakespeare) starts."""
+    if len(ids) < 2:
+        return list(ids)
+    if (ids[0], ids[1]) == tuple(pair):
+        return [new_id] + merge_recursive(ids[2:], pair, new_id)
+    return [ids[0]] + merge_recursive(ids[1:], pair, new_id)
+
+
+def get_pair_counts_recursive(ids):
+    """Right on short lists, but recursive: RecursionError on a real text's thousands of ids."""
+    if len(ids) < 2:
+        return {}
+    counts = get_pair_counts_recursive(ids[1:])
+    counts[(ids[0], ids[1])] = counts.get((ids[0], ids[1]), 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("exercise, answer", [("merge", merge_recursive), ("get_pair_counts", get_pair_counts_recursive)])
+def test_recursion_fails_on_thousands_of_ids(exercise, answer):
+    message = fails_everywhere(exercise, answer)
+    assert "RecursionError on 5,000 ids" in message
+    assert "Hint: your code calls itself once per id" in message
+
+
+# --- ties among ids of 256 and more ---------------------------------------------------------------
+
+
+def most_frequent_pair_packed(counts):
+    """Breaks ties on the pair packed into one number, (a << 8) | b: that orders pairs like
+    tuples only while every id is below 256, and merged ids are 256 and more."""
+    if not counts:
+        raise ValueError("counts is empty: there is no pair to choose")
+    top = max(counts.values())
+    return min((p for p, c in counts.items() if c == top), key=lambda p: (p[0] << 8) | p[1])
+
+
+def most_frequent_pair_times_256(counts):
+    """The same mistake written as a * 256 + b."""
+    if not counts:
+        raise ValueError("counts is empty: there is no pair to choose")
+    top = max(counts.values())
+    return min((p for p, c in counts.items() if c == top), key=lambda p: p[0] * 256 + p[1])
+
+
+@pytest.mark.parametrize("answer", [most_frequent_pair_packed, most_frequent_pair_times_256])
+def test_a_tie_broken_on_a_packed_pair_fails(answer):
+    message = fails_everywhere("most_frequent_pair", answer)
+    assert "256 or more" in message or "merged ids" in message or "ids up to 600" in message
+    assert "packed into one number" in message
+
+
+# --- train_bpe that changes the text first --------------------------------------------------------
+
+
+def _train_on(text, vocab_size):
+    return ref.train_bpe(text, vocab_size)
+
+
+def train_bpe_line_by_line(text, vocab_size):
+    """Counts pairs line by line (splitlines), as a file is read: the newlines are gone, and no
+    pair spans two lines, so the merges of a text with newlines are other ones."""
+    if vocab_size < 256:
+        raise ValueError(f"vocab_size must be at least 256, got {vocab_size}")
+    lines = [ref.text_to_bytes(line) for line in text.splitlines()]
+    merges = {}
+    for new_id in range(256, vocab_size):
+        counts = {}
+        for ids in lines:
+            for pair, n in ref.get_pair_counts(ids).items():
+                counts[pair] = counts.get(pair, 0) + n
+        if not counts:
+            break
+        pair = ref.most_frequent_pair(counts)
+        lines = [ref.merge(ids, pair, new_id) for ids in lines]
+        merges[pair] = new_id
+    return merges
+
+
+def train_bpe_lower_case(text, vocab_size):
+    """Lower-cases the text first: "The" and "the" become one word, so other pairs win."""
+    return _train_on(text.lower(), vocab_size)
+
+
+def train_bpe_nfkc(text, vocab_size):
+    """NFKC-normalises first: ligatures split, combining accents join their letters; the bytes
+    trained on are not the text's."""
+    return _train_on(unicodedata.normalize("NFKC", text), vocab_size)
+
+
+@pytest.mark.parametrize(
+    "answer, says",
+    [
+        (train_bpe_line_by_line, "line by line|took out its newlines"),
+        (train_bpe_lower_case, "after you lower-cased it"),
+        (train_bpe_nfkc, "after you normalised it to (NFC or normalised it to )?NFKC"),
+    ],
+)
+def test_train_bpe_that_changes_the_text_fails(answer, says):
+    message = fails_everywhere("train_bpe", answer)
+    assert regex.search(f"Hint: .*({says})", message), message
+
+
+# --- encode ---------------------------------------------------------------------------------------
+
+
+def encode_nfc(text, merges):
+    """NFC-normalises first: a text written with combining accents gets other bytes, so other
+    ids, and decode(encode(text)) is no longer the text."""
+    return ref.encode(unicodedata.normalize("NFC", text), merges)
+
+
+_CACHE: dict = {}
+
+
+def encode_cached_by_text(text, merges):
+    """Caches the ids by the text alone: the same text under other merges gets the old ids."""
+    if text not in _CACHE:
+        _CACHE[text] = ref.encode(text, merges)
+    return list(_CACHE[text])
+
+
+def encode_split_first(text, merges):
+    """Splits with GPT-2's pattern first: the exercise's merges were learned on the whole text,
+    across spaces, so a merge such as (b, space) never applies."""
+    ids = []
+    for chunk in regex.findall(ref.GPT2_SPLIT_PATTERN, text):
+        ids += ref.encode(chunk, merges)
+    return ids
+
+
+def encode_endoftext_as_50256(text, merges):
+    """Maps "<|endoftext|>" to GPT-2's 50256, an id these merges do not have (no special
+    tokens here: the string is ordinary text)."""
+    pieces = text.split(ref.ENDOFTEXT)
+    ids = ref.encode(pieces[0], merges)
+    for piece in pieces[1:]:
+        ids += [50256] + ref.encode(piece, merges)
+    return ids
+
+
+@pytest.mark.parametrize(
+    "answer, says",
+    [
+        (encode_nfc, "Hint: your result is the right one for the text after you normalised it to NFC"),
+        (encode_cached_by_text, "Hint: your ids hold .*a cache keyed on the text alone"),
+        (encode_split_first, "Hint: you cut the text into words first"),
+        (encode_endoftext_as_50256, "Hint: 50256 is GPT-2's id for <|endoftext|>"),
+    ],
+)
+def test_encode_wrong_answers_fail_with_their_hint(answer, says):
+    _CACHE.clear()
+    message = fails("encode", answer)
+    assert regex.search(says, message), message
+    _CACHE.clear()
+    assert regex.search(says, fails("encode", answer, seed=HIDDEN))
+
+
+def test_encode_cached_by_text_fails_even_when_its_cache_is_warm():
+    # a cache filled by the learner's earlier runs (the check run twice) still fails
+    fails("encode", encode_cached_by_text)
+    assert "a cache keyed on the text alone" in fails("encode", encode_cached_by_text)
+
+
+# --- decode ---------------------------------------------------------------------------------------
+
+
+def decode_nfc(ids, vocab):
+    """NFC-normalises the decoded text: decode(encode(text)) is no longer the text given."""
+    return unicodedata.normalize("NFC", ref.decode(ids, vocab))
+
+
+def decode_utf8_sig(ids, vocab):
+    """Decodes with utf-8-sig, which drops a leading byte-order mark: a character of the text."""
+    try:
+        data = b"".join(vocab[i] for i in ids)
+    except KeyError as err:
+        raise ValueError(f"unknown token id {err.args[0]}") from None
+    return data.decode("utf-8-sig", errors="replace")
+
+
+def decode_knows_50256(ids, vocab):
+    """Knows GPT-2's <|endoftext|> without the vocabulary: an id the vocab lacks is an error."""
+    pieces = []
+    for i in ids:
+        if i == 50256:
+            pieces.append(b"<|endoftext|>")
+        elif i in vocab:
+            pieces.append(vocab[i])
+        else:
+            raise ValueError(f"unknown token id {i}")
+    return b"".join(pieces).decode("utf-8", errors="replace")
+
+
+def test_decode_that_normalises_fails():
+    message = fails_everywhere("decode", decode_nfc)
+    assert "Hint: your text is the right one after you normalised it to NFC" in message
+
+
+def test_decode_with_utf8_sig_fails():
+    message = fails_everywhere("decode", decode_utf8_sig)
+    assert "byte-order mark" in message and "utf-8-sig" in message
+
+
+def test_decode_that_knows_50256_fails():
+    message = fails_everywhere("decode", decode_knows_50256)
+    assert "id 50256 (GPT-2's <|endoftext|>), not in this vocab should raise ValueError" in message
+
+
+# --- compression_ratio and text_to_bytes ------------------------------------------------------------
+
+
+def compression_ratio_stripped(text, ids):
+    """Measures text.strip(): the tokens stand for the whitespace at the ends too."""
+    if not ids:
+        raise ValueError("ids is empty: no tokens, no ratio")
+    return len(text.strip().encode("utf-8")) / len(ids)
+
+
+def text_to_bytes_ignoring_errors(text):
+    """errors="ignore" drops a lone surrogate without a word: the bytes are not the text's."""
+    return list(text.encode("utf-8", errors="ignore"))
+
+
+def test_compression_ratio_of_the_stripped_text_fails():
+    message = fails_everywhere("compression_ratio", compression_ratio_stripped)
+    assert "Hint: the ratio counts every byte of the text, the whitespace at its ends included" in message
+
+
+def test_text_to_bytes_ignoring_errors_fails():
+    message = fails_everywhere("text_to_bytes", text_to_bytes_ignoring_errors)
+    assert "a lone surrogate" in message and "should raise UnicodeEncodeError" in message
+    assert "errors='ignore' drops it" in message
+
+
+# --- an error without a sentence ----------------------------------------------------------------------
+
+
+def most_frequent_pair_bare_error(counts):
+    """Raises ValueError() with no message: the caller learns nothing (the page says the
+    checks test the sentence)."""
+    if not counts:
+        raise ValueError()
+    return ref.most_frequent_pair(counts)
+
+
+def train_bpe_bare_error(text, vocab_size):
+    """ValueError("") for a vocab_size below 256."""
+    if vocab_size < 256:
+        raise ValueError("")
+    return ref.train_bpe(text, vocab_size)
+
+
+def decode_one_word_error(ids, vocab):
+    """A one-word message is no sentence either (it names the id, as the exercise asks)."""
+    bad = [i for i in ids if i not in vocab]
+    if bad:
+        raise ValueError(f"{bad[0]}?")
+    return ref.decode(ids, vocab)
+
+
+@pytest.mark.parametrize(
+    "exercise, answer",
+    [
+        ("most_frequent_pair", most_frequent_pair_bare_error),
+        ("train_bpe", train_bpe_bare_error),
+        ("decode", decode_one_word_error),
+    ],
+)
+def test_an_error_without_a_sentence_fails(exercise, answer):
+    message = fails_everywhere(exercise, answer)
+    assert "without a sentence that says why" in message
+    assert "raised ParameterMismatch" not in message  # the check's own sentence, not an error of the answer
+
+
+def test_a_short_sentence_is_enough():
+    def most_frequent_pair(counts):
+        if not counts:
+            raise ValueError("no pairs")
+        return ref.most_frequent_pair(counts)
+
+    check_function(check.SPECS["most_frequent_pair"], most_frequent_pair, device="cpu")
+
+
+# --- answers a check cannot compare, and state kept between calls -------------------------------------
+
+
+def most_frequent_pair_numpy(counts):
+    """Right pairs, but of numpy integers: not the ints the exercise returns (once crashed the
+    check itself with "unhashable type: 'Unsupported'")."""
+    import numpy as np
+
+    if not counts:
+        raise ValueError("counts is empty: there is no pair to choose")
+    pairs = np.array(sorted(counts))
+    values = np.array([counts[tuple(p)] for p in pairs.tolist()])
+    return tuple(pairs[int(np.argmax(values))])
+
+
+def train_bpe_numpy_keys(text, vocab_size):
+    """Merges whose pairs hold numpy integers: a dict key a comparison cannot read."""
+    import numpy as np
+
+    return {(np.int64(a), np.int64(b)): i for (a, b), i in ref.train_bpe(text, vocab_size).items()}
+
+
+@pytest.mark.parametrize("exercise, answer", [("most_frequent_pair", most_frequent_pair_numpy), ("train_bpe", train_bpe_numpy_keys)])
+def test_numpy_integers_are_named_not_a_crash(exercise, answer):
+    message = fails_everywhere(exercise, answer)
+    assert "numpy.int64" in message and "not a plain Python value" in message
+
+
+def get_pair_counts_shared_default(ids, counts={}):  # noqa: B006 (the mistake under test)
+    """A mutable default argument: the dict is made once, so every call adds to the last one's."""
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + 1
+    return counts
+
+
+def test_a_mutable_default_is_reported_as_state_kept_between_calls():
+    message = fails_everywhere("get_pair_counts", get_pair_counts_shared_default)
+    assert "called again with the same input" in message
+    assert "keeps state between calls (a mutable default argument such as counts={}" in message
+
+
+# --- composite exercises: the helper bugs the notebook's demo would hit ----------------------------------
+
+
+def test_helper_bugs_that_the_demo_would_hit_fail_their_own_checks():
+    # The check of train_bpe binds the reference helpers (a mistake costs points once), so a
+    # helper's bug must be caught by that helper's own check, on the inputs the demo gives it:
+    # 5,000 characters of Shakespeare, 40 merges, so ids from 256 up and thousands of them.
+    corpus = ref.load_tiny_shakespeare()[:5000]
+
+    def train_with(get_pair_counts=ref.get_pair_counts, most_frequent_pair=ref.most_frequent_pair, merge=ref.merge):
+        ids, merges = ref.text_to_bytes(corpus), {}
+        for new_id in range(256, 296):
+            pair = most_frequent_pair(get_pair_counts(ids))
+            ids = merge(ids, pair, new_id)
+            merges[pair] = new_id
+        return merges
+
+    for exercise, helper in [("merge", merge_recursive), ("get_pair_counts", get_pair_counts_recursive)]:
+        with pytest.raises(RecursionError):
+            train_with(**{exercise: helper})  # the demo would crash
+        fails(exercise, helper)
+
+
+def test_the_special_texts_each_tell_their_change_apart():
+    # every member of the text family changes under the change it is there for
+    import random
+
+    labelled = dict(special_texts(random.Random(0)))
+    changes = {
+        "text with newlines": lambda t: "".join(t.splitlines()),
+        "text with upper case": str.lower,
+        "accents as combining marks (NFD)": lambda t: unicodedata.normalize("NFC", t),
+        "accents precomposed and as combining marks": lambda t: unicodedata.normalize("NFD", t),
+        "ligatures and other compatibility characters": lambda t: unicodedata.normalize("NFKC", t),
+        "leading and trailing whitespace": str.strip,
+        "a byte-order mark first": lambda t: t.encode("utf-8").decode("utf-8-sig"),
+        "the special-token string <|endoftext|>": lambda t: t.replace(ref.ENDOFTEXT, ""),
+    }
+    assert set(labelled) == set(changes)
+    for label, change in changes.items():
+        assert change(labelled[label]) != labelled[label], label
