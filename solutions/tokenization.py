@@ -219,6 +219,10 @@ class Tokenizer:
         merges: (id, id) -> new id, in the order learned; applying lower ids first encodes text.
         vocab: id -> the bytes it stands for; special tokens included (as their UTF-8 text).
         special_tokens: text -> id of tokens that are never split, such as "<|endoftext|>".
+        unreachable: id -> bytes of vocabulary entries that are neither a byte nor a merge's
+            result nor special, kept from a loaded vocabulary (GPT-2's vocab.json lists
+            "<|endoftext|>" as an ordinary entry): they decode to their bytes, and encoding
+            never produces them, since no merge makes them.
         pattern: the regex that cuts text into chunks before BPE, or None for no cutting.
         base_bytes: the byte each id 0..255 stands for. bytes(range(256)) for tokenizers
             trained here; GPT-2 numbers its bytes in another order (printable ones first).
@@ -226,9 +230,10 @@ class Tokenizer:
     The base class only uses a vocabulary; ``BPETokenizer.train`` learns one from text, and
     ``from_gpt2_files`` / ``from_vocab_and_merges`` load one that was trained elsewhere.
 
-    Every method that changes a tokenizer (``register_special_tokens``, ``train``) checks all of
-    its input before it changes anything: a call that raises leaves the tokenizer as it was.
-    Treat the attributes as read-only; assigning to them skips those checks.
+    Every method that changes a tokenizer (``register_special_tokens``, ``train``, and the
+    private ``_set_merges`` behind them and the loaders) checks all of its input before it
+    changes anything: a call that raises leaves the tokenizer as it was. Treat the attributes
+    as read-only; assigning to them skips those checks.
     """
 
     # Encoding caches the ids of each chunk it has seen: in real text a few thousand words make
@@ -262,19 +267,23 @@ class Tokenizer:
         merges: dict[Pair, int],
         base_bytes: bytes,
         special_tokens: Mapping[str, int] | None = None,
+        unreachable: Mapping[int, bytes] | None = None,
     ) -> None:
-        """Install merges (and special tokens) and rebuild everything derived from them.
+        """Install merges (and special tokens, and unreachable entries) and rebuild everything
+        derived from them.
 
-        ``special_tokens=None`` keeps the registered special tokens. Everything is checked
-        first (see ``_build_merge_vocab`` and ``_check_special_tokens``); if a check raises
-        TypeError or ValueError, nothing has changed.
+        ``special_tokens=None`` keeps the registered special tokens; ``unreachable=None`` means
+        none (a new set of merges, as training makes, replaces the whole vocabulary). Everything
+        is checked first (see ``_build_merge_vocab``, ``_add_unreachable`` and
+        ``_check_special_tokens``); if a check raises TypeError or ValueError, nothing has changed.
         """
-        merge_vocab = _build_merge_vocab(merges, base_bytes)
+        merge_vocab = _add_unreachable(_build_merge_vocab(merges, base_bytes), unreachable or {})
         specials = self.special_tokens if special_tokens is None else special_tokens
-        _check_special_tokens(specials, merge_vocab)
+        _check_special_tokens(specials, merge_vocab, unreachable or {})
         # every check passed: nothing below can fail, so the tokenizer never ends up half-updated
         self.merges = dict(merges)
         self.base_bytes = bytes(base_bytes)
+        self.unreachable = dict(unreachable or {})
         self._merge_vocab = merge_vocab  # without special tokens
         # bytes.translate maps raw bytes to base ids in C; identity for trained tokenizers
         self._byte_to_id = bytes.maketrans(self.base_bytes, bytes(range(256)))
@@ -289,15 +298,17 @@ class Tokenizer:
 
         Raises (and then changes nothing):
             TypeError: not a mapping, a text that is not a str, an id that is not an int.
-            ValueError: an empty text, a negative id, an id that the byte/merge vocabulary
-                uses, or two special tokens that would share an id.
+            ValueError: an empty text, a text with a lone surrogate (it has no UTF-8 bytes), a
+                negative id, an id that the byte/merge vocabulary uses (except an unreachable
+                entry holding the token's own text, which becomes special), or two special
+                tokens that would share an id.
         """
         if not isinstance(special_tokens, Mapping):
             raise TypeError(
                 f"special_tokens must be a dict of text -> id, got {type(special_tokens).__name__}"
             )
         combined = {**self.special_tokens, **special_tokens}
-        _check_special_tokens(combined, self._merge_vocab)
+        _check_special_tokens(combined, self._merge_vocab, self.unreachable)
         self.special_tokens = combined
         self._rebuild_specials()
 
@@ -334,20 +345,25 @@ class Tokenizer:
         merged ids must increase along ``merges`` (true for GPT-2 and for tokenizers trained
         here). Tokenizers whose ids are not in merge order (RoBERTa's, for example) are refused.
 
+        A vocabulary entry that is neither a byte, a merge's result nor a special token is kept
+        as it is, in ``unreachable``: GPT-2's vocab.json, and many models', list "<|endoftext|>"
+        (id 50256) as an ordinary entry. It decodes to its bytes; encoding never produces it
+        (no merge makes it), so the string "<|endoftext|>" encodes as ordinary text unless it
+        is declared special.
+
         Raises TypeError or ValueError, naming the entry: an id or bytes of the wrong type, a
         byte missing from ids 0..255, two ids with the same bytes, a merge whose part or whose
         result is not in the vocabulary, a merge listed twice, ids that do not increase along
-        the merges, a vocabulary entry that is neither a byte, a merge's result nor a special
-        token, or a bad special token.
+        the merges, or a bad special token.
         """
         special_tokens = {} if special_tokens is None else special_tokens
         if not isinstance(special_tokens, Mapping):
             raise TypeError(
                 f"special_tokens must be a dict of text -> id, got {type(special_tokens).__name__}"
             )
-        id_merges, base_bytes = _merges_from_bytes(vocab, merges, special_tokens)
+        id_merges, base_bytes, unreachable = _merges_from_bytes(vocab, merges, special_tokens)
         tokenizer = cls(pattern=pattern)
-        tokenizer._set_merges(id_merges, base_bytes, special_tokens)
+        tokenizer._set_merges(id_merges, base_bytes, special_tokens, unreachable)
         return tokenizer
 
     @classmethod
@@ -707,6 +723,7 @@ class Tokenizer:
             "base_bytes": list(self.base_bytes),
             # [a, b, new_id] in id order: the order in which encoding applies them
             "merges": [[a, b, i] for (a, b), i in sorted(self.merges.items(), key=lambda m: m[1])],
+            "unreachable": [[i, list(data)] for i, data in sorted(self.unreachable.items())],
         }
         with open(path, "w", encoding="utf-8") as f:
             json.dump(data, f)
@@ -730,8 +747,10 @@ class Tokenizer:
         try:
             merges = {(a, b): i for a, b, i in data["merges"]}
             base_bytes = bytes(data["base_bytes"])
+            # files saved before unreachable entries existed have none
+            unreachable = {i: bytes(b) for i, b in data.get("unreachable", [])}
             tokenizer = cls(pattern=data["pattern"])
-            tokenizer._set_merges(merges, base_bytes, data["special_tokens"])
+            tokenizer._set_merges(merges, base_bytes, data["special_tokens"], unreachable)
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{name!r} does not hold a valid tokenizer: {err}") from None
         return tokenizer
@@ -744,7 +763,7 @@ class Tokenizer:
         """
         other = object.__new__(type(self))
         other.__dict__.update(self.__dict__)
-        for name in ("merges", "vocab", "_merge_vocab", "special_tokens"):
+        for name in ("merges", "vocab", "_merge_vocab", "special_tokens", "unreachable"):
             setattr(other, name, dict(getattr(self, name)))
         other._cache = {}
         return other
@@ -805,10 +824,15 @@ class BPETokenizer(Tokenizer):
           at most ``vocab_size - 256 - len(special_tokens)`` merges are learned. GPT-2 is the
           example: 50,000 merges, "<|endoftext|>" = 50256, vocab_size 50257.
 
+        The new merges replace the whole vocabulary: entries kept from a loaded one
+        (``unreachable``) are dropped. A lone surrogate in ``text`` trains as U+FFFD, the
+        character ``encode`` gives it.
+
         Raises (and then changes nothing):
             TypeError: text not a str, vocab_size not an int, special_tokens not a list of str.
-            ValueError: vocab_size below 256 (or below 256 + the special tokens), an empty or
-                repeated special token, or a registered special token whose id merges need.
+            ValueError: vocab_size below 256 (or below 256 + the special tokens), an empty,
+                repeated or lone-surrogate special token, or a registered special token whose
+                id merges need.
         """
         _require_str(text)
         _require_vocab_size(vocab_size)
@@ -833,6 +857,7 @@ class BPETokenizer(Tokenizer):
                     raise TypeError(f"a special token must be a str, got {token!r}")
                 if not token:
                     raise ValueError("a special token cannot be the empty string")
+                _require_utf8(token, "a special token")
             if len(set(special_tokens)) != len(special_tokens):
                 raise ValueError(f"special_tokens lists a token twice: {special_tokens}")
             n_merges = vocab_size - 256 - len(special_tokens)
@@ -843,6 +868,8 @@ class BPETokenizer(Tokenizer):
                 )
             boundaries = set(special_tokens)
 
+        # a lone surrogate has no bytes: it becomes U+FFFD, as encode_ordinary makes it
+        text = _fix_surrogates(text)
         # the documents between special tokens (split() puts the tokens themselves at the odd
         # positions), then the chunks of each document
         documents = _specials_regex(boundaries).split(text)[::2] if boundaries else [text]
@@ -1000,24 +1027,53 @@ def _build_merge_vocab(merges: Mapping[Pair, int], base_bytes: bytes) -> dict[in
     return vocab
 
 
-def _check_special_tokens(special_tokens: Mapping[str, int], merge_vocab: dict[int, bytes]) -> None:
-    """Raise TypeError/ValueError unless each special token is a non-empty str with its own
-    non-negative int id that ``merge_vocab`` does not use."""
+def _add_unreachable(merge_vocab: dict[int, bytes], unreachable: Mapping[int, bytes]) -> dict[int, bytes]:
+    """``merge_vocab`` with the entries no merge makes (see ``Tokenizer.unreachable``) added.
+
+    Raises TypeError/ValueError, changing nothing, unless each entry has an int id of 256 or
+    more that no byte or merge uses, and non-empty bytes.
+    """
+    if not isinstance(unreachable, Mapping):
+        raise TypeError(f"unreachable must be a dict of id -> bytes, got {type(unreachable).__name__}")
+    combined = dict(merge_vocab)
+    for token_id, data in unreachable.items():
+        if not _is_int(token_id) or token_id < 256:
+            raise ValueError(f"an unreachable entry needs an int id of 256 or more, got {token_id!r}")
+        if not isinstance(data, bytes) or not data:
+            raise TypeError(f"unreachable entry {token_id} must be non-empty bytes, got {data!r}")
+        if token_id in merge_vocab:
+            raise ValueError(f"unreachable entry {token_id} ({data!r}) has the id of a merge")
+        combined[token_id] = data
+    return combined
+
+
+def _check_special_tokens(
+    special_tokens: Mapping[str, int],
+    merge_vocab: dict[int, bytes],
+    unreachable: Mapping[int, bytes] | None = None,
+) -> None:
+    """Raise TypeError/ValueError unless each special token is a non-empty str that has UTF-8
+    bytes, with its own non-negative int id that ``merge_vocab`` does not use (an unreachable
+    entry holding exactly the token's text may become special)."""
     if not isinstance(special_tokens, Mapping):
         raise TypeError(
             f"special_tokens must be a dict of text -> id, got {type(special_tokens).__name__}"
         )
+    unreachable = unreachable or {}
     owner: dict[int, str] = {}
     for text, token_id in special_tokens.items():
         if not isinstance(text, str):
             raise TypeError(f"a special token must be a str, got {text!r}")
         if not text:
             raise ValueError("a special token cannot be the empty string")
+        _require_utf8(text, "a special token")
         if not _is_int(token_id):
             raise TypeError(f"special token {text!r} needs an int id, got {token_id!r}")
         if token_id < 0:
             raise ValueError(f"special token {text!r} needs a non-negative id, got {token_id}")
-        if token_id in merge_vocab:
+        if token_id in unreachable and unreachable[token_id] == text.encode("utf-8"):
+            pass  # a loaded entry such as GPT-2's <|endoftext|>, now declared special
+        elif token_id in merge_vocab:
             raise ValueError(
                 f"special token {text!r} has id {token_id}, which the vocabulary already "
                 f"uses for {merge_vocab[token_id]!r}"
@@ -1028,6 +1084,16 @@ def _check_special_tokens(special_tokens: Mapping[str, int], merge_vocab: dict[i
                 f"both have id {token_id}"
             )
         owner[token_id] = text
+
+
+def _require_utf8(text: str, what: str) -> None:
+    """ValueError for a str that holds a lone surrogate: it has no UTF-8 bytes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{what} {text!r} holds a lone surrogate ({text[err.start]!r}), which has no UTF-8 bytes"
+        ) from None
 
 
 @functools.lru_cache(maxsize=64)
@@ -1069,12 +1135,14 @@ def _merges_from_bytes(
     vocab: Mapping[int, bytes],
     merges: Sequence[tuple[bytes, bytes]],
     special_tokens: Mapping[str, int],
-) -> tuple[dict[Pair, int], bytes]:
-    """Turn a vocabulary id -> bytes and merges as byte pairs into (id merges, base_bytes).
+) -> tuple[dict[Pair, int], bytes, dict[int, bytes]]:
+    """Turn a vocabulary id -> bytes and merges as byte pairs into (id merges, base_bytes,
+    unreachable entries).
 
     The checks of ``Tokenizer.from_vocab_and_merges``; special tokens are checked later, by
     ``_check_special_tokens``, except that a vocabulary entry at a special token's id must
-    be its text.
+    be its text. The unreachable entries are those that are neither a byte, a merge's result
+    nor a special token.
     """
     if not isinstance(vocab, Mapping):
         raise TypeError(f"vocab must be a dict of id -> bytes, got {type(vocab).__name__}")
@@ -1138,13 +1206,8 @@ def _merges_from_bytes(
             )
         id_merges[pair] = last_id = new_id
         made.add(new_id)
-    unused = [i for i in vocab if i not in made and i not in special_ids]
-    if unused:
-        raise ValueError(
-            f"vocab id {unused[0]} ({vocab[unused[0]]!r}) is neither a byte, a merge's result "
-            f"nor a special token"
-        )
-    return id_merges, base_bytes
+    unreachable = {i: vocab[i] for i in sorted(vocab) if i not in made and i not in special_ids}
+    return id_merges, base_bytes, unreachable
 
 
 def _read_text(path: "str | os.PathLike | resources.abc.Traversable") -> str:

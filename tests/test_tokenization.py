@@ -8,6 +8,7 @@ on a whole corpus is a real check of both the merges and the encoding rule.
 from __future__ import annotations
 
 import array
+import copy
 import itertools
 import json
 import random
@@ -869,7 +870,6 @@ SMALL_MERGES = [(b"a", b"b"), (b"ab", b"c")]
         (SMALL_VOCAB, [(b"a", b"b"), (b"ab", b"d")], None, ValueError, "makes b'abd', which is not in"),
         (SMALL_VOCAB, [(b"a", b"b"), (b"a", b"b")], None, ValueError, "listed twice"),
         ({**SMALL_VOCAB, 256: b"abc", 257: b"ab"}, SMALL_MERGES, None, ValueError, "increase"),
-        (SMALL_VOCAB | {300: b"zz"}, SMALL_MERGES, None, ValueError, "neither a byte"),
         (SMALL_VOCAB, SMALL_MERGES, {"<|x|>": 257}, ValueError, "the vocabulary uses for b'abc'"),
         (SMALL_VOCAB | {258: b"<|y|>"}, SMALL_MERGES, {"<|x|>": 258}, ValueError, "uses for b'<|y|>'"),
         (SMALL_VOCAB, SMALL_MERGES, {"<|x|>": 300, "<|y|>": 300}, ValueError, "share an id"),
@@ -1003,7 +1003,7 @@ def snapshot(tokenizer: Tokenizer) -> tuple:
     sample = "Hello world, it's 2024! 😀 <|endoftext|> naïve"
     return (
         dict(tokenizer.merges), list(tokenizer.merges), dict(tokenizer.vocab),
-        dict(tokenizer.special_tokens), tokenizer.pattern, tokenizer.base_bytes,
+        dict(tokenizer.special_tokens), dict(tokenizer.unreachable), tokenizer.pattern, tokenizer.base_bytes,
         tokenizer.vocab_size, tokenizer.encode(sample, allowed_special="all"),
     )
 
@@ -1030,6 +1030,8 @@ def trained(shakespeare) -> BPETokenizer:
         ({"<|x|>": 6000, "<|y|>": 6000}, ValueError),  # two new tokens share an id
         ({"<|x|>": 6000, "<|y|>": 5000}, ValueError),  # a new token takes a registered id
         ({ENDOFTEXT: 5000}, ValueError),  # re-registering onto another token's id
+        ({"<|x|>": 6000, "<|x\ud800|>": 6001}, ValueError),  # a lone surrogate has no UTF-8 bytes
+        ({"<|x|>": 6000, "\udfff": 6001}, ValueError),
     ],
 )
 def test_register_special_tokens_is_all_or_nothing(trained, special_tokens, error):
@@ -1052,6 +1054,7 @@ def test_register_special_tokens_is_all_or_nothing(trained, special_tokens, erro
         (("text", 300), {"special_tokens": [ENDOFTEXT, ENDOFTEXT]}, ValueError),
         (("text", 257), {"special_tokens": ["<|a|>", "<|b|>"]}, ValueError),  # no room
         (("text", 4500), {}, ValueError),  # registered <|endoftext|> = 4000 is in the merges' range
+        (("text", 300), {"special_tokens": [ENDOFTEXT, "<|x\ud800|>"]}, ValueError),  # no UTF-8 bytes
     ],
 )
 def test_train_is_all_or_nothing(trained, args, kwargs, error):
@@ -1074,6 +1077,7 @@ def test_train_is_all_or_nothing(trained, args, kwargs, error):
         ({(104, 101): 256, (258, 1): 257}, bytes(range(256)), None, ValueError),  # part not made yet
         ({(104, 101): 256}, bytes(range(256)), {"<|x|>": 256}, ValueError),
         ({(104, 101): 256, (1, 2): 5000}, bytes(range(256)), None, ValueError),  # <|pad|> has 5000
+        ({(104, 101): 256}, bytes(range(256)), {"<|\ud800|>": 6000}, ValueError),  # no UTF-8 bytes
     ],
 )
 def test_set_merges_is_all_or_nothing(trained, merges, base_bytes, special_tokens, error):
@@ -1082,6 +1086,120 @@ def test_set_merges_is_all_or_nothing(trained, merges, base_bytes, special_token
     with pytest.raises(error):
         trained._set_merges(merges, base_bytes, special_tokens)
     assert snapshot(trained) == before
+
+
+@pytest.mark.parametrize(
+    "unreachable, error",
+    [
+        ([(300, b"zz")], TypeError),  # not a mapping
+        ({255: b"zz"}, ValueError),  # a byte's id
+        ({256: b"zz"}, ValueError),  # a merge's id
+        ({"300": b"zz"}, ValueError),  # not an int id
+        ({300: "zz"}, TypeError),  # not bytes
+        ({300: b""}, TypeError),  # empty
+        ({5000: b"zz"}, ValueError),  # <|pad|>'s id: a special token may not share it
+    ],
+)
+def test_set_merges_refuses_bad_unreachable_entries_all_or_nothing(trained, unreachable, error):
+    before = snapshot(trained)
+    with pytest.raises(error):
+        trained._set_merges({(104, 101): 256}, bytes(range(256)), None, unreachable)
+    assert snapshot(trained) == before
+
+
+def test_every_method_that_changes_a_tokenizer_is_audited():
+    # The methods that assign to the tokenizer's own attributes, found in the source: each is
+    # either construction or checked all-or-nothing by the tests above. A new one must join them.
+    import ast
+    import inspect
+    import textwrap
+
+    audited = {
+        "Tokenizer.__init__": "construction: a call that raises leaves no tokenizer behind",
+        "CharTokenizer.__init__": "construction",
+        "Tokenizer._set_merges": "test_set_merges_is_all_or_nothing and ..._unreachable_entries_...",
+        "Tokenizer.register_special_tokens": "test_register_special_tokens_is_all_or_nothing",
+        "Tokenizer._rebuild_specials": "called only after every check passed (_set_merges, register_special_tokens)",
+    }
+    found = set()
+    for cls in (Tokenizer, BPETokenizer, CharTokenizer):
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef):
+                for inner in ast.walk(node):
+                    targets = inner.targets if isinstance(inner, ast.Assign) else (
+                        [inner.target] if isinstance(inner, (ast.AugAssign, ast.AnnAssign)) else [])
+                    if any(isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"
+                           for t in targets):
+                        found.add(f"{cls.__name__}.{node.name}")
+    assert found == set(audited), found ^ set(audited)
+    # train changes the tokenizer only through _set_merges, after its own checks
+    assert "_set_merges" in inspect.getsource(BPETokenizer.train)
+    # the chunk cache (filled by encoding) is emptied whenever merges or special tokens change
+    tokenizer = BPETokenizer()
+    tokenizer.train("ab ab ab", 257)
+    assert tokenizer.encode("ab") == [256] and tokenizer._cache
+    tokenizer.train("ab ab ab", 256)
+    assert tokenizer.encode("ab") == [97, 98]
+
+
+def test_a_lone_surrogate_in_special_tokens_is_refused_everywhere():
+    with pytest.raises(ValueError, match="lone surrogate"):
+        BPETokenizer(special_tokens={"<|x\ud800|>": 5000})
+    tokenizer = BPETokenizer()
+    with pytest.raises(ValueError, match="lone surrogate .*no UTF-8 bytes"):
+        tokenizer.register_special_tokens({"<|x\ud800|>": 5000})
+    assert tokenizer.special_tokens == {} and 5000 not in tokenizer.vocab
+    with pytest.raises(ValueError, match="lone surrogate"):
+        Tokenizer.from_vocab_and_merges(SMALL_VOCAB, SMALL_MERGES, {"<|\udc00|>": 300})
+
+
+def test_train_on_a_lone_surrogate_trains_what_encode_sees():
+    # encode turns a lone surrogate into U+FFFD (as tiktoken does); training does the same
+    text = "a\ud800b a\ud800b x\udc00"
+    tokenizer = BPETokenizer()
+    tokenizer.train(text, 262)
+    same = BPETokenizer()
+    same.train(text.replace("\ud800", "\ufffd").replace("\udc00", "\ufffd"), 262)
+    assert tokenizer.merges == same.merges and len(tokenizer.merges) > 0
+    assert tokenizer.decode(tokenizer.encode(text)) == "a\ufffdb a\ufffdb x\ufffd"
+
+
+def test_an_entry_no_merge_makes_is_kept_as_an_ordinary_token(tmp_path):
+    tokenizer = Tokenizer.from_vocab_and_merges(SMALL_VOCAB | {300: b"<|zz|>"}, SMALL_MERGES, pattern=None)
+    assert tokenizer.unreachable == {300: b"<|zz|>"} and tokenizer.special_tokens == {}
+    assert tokenizer.vocab[300] == b"<|zz|>" and tokenizer.vocab_size == 301
+    assert tokenizer.decode([257, 300]) == "abc<|zz|>"
+    assert tokenizer.encode("abc<|zz|>") == [257] + list(b"<|zz|>")  # no merge reaches it
+    # saved and loaded, it stays; copies are independent
+    tokenizer.save(tmp_path / "t.json")
+    again = Tokenizer.load(tmp_path / "t.json")
+    assert again.unreachable == tokenizer.unreachable and again.vocab == tokenizer.vocab
+    copied = copy.copy(tokenizer)
+    copied.unreachable[301] = b"x"
+    assert 301 not in tokenizer.unreachable
+    # declared special later, it becomes one token in text; no other id may take it
+    with pytest.raises(ValueError, match="already uses"):
+        tokenizer.register_special_tokens({"<|other|>": 300})
+    tokenizer.register_special_tokens({"<|zz|>": 300})
+    assert tokenizer.encode("abc<|zz|>", allowed_special="all") == [257, 300]
+    # training makes a new vocabulary: the loaded entry goes
+    trainable = BPETokenizer.from_vocab_and_merges(SMALL_VOCAB | {300: b"<|zz|>"}, SMALL_MERGES)
+    trainable.train("hello hello", 258)
+    assert trainable.unreachable == {} and 300 not in trainable.vocab
+
+
+def test_gpt2_vocabulary_loads_with_endoftext_as_an_ordinary_entry(gpt2, enc):
+    # GPT-2's vocab.json lists <|endoftext|> = 50256 like any token; undeclared, it is kept
+    vocab = {i: enc.decode_single_token_bytes(i) for i in range(50257)}
+    merges = [(gpt2.vocab[a], gpt2.vocab[b]) for (a, b), _ in sorted(gpt2.merges.items(), key=lambda m: m[1])]
+    tokenizer = BPETokenizer.from_vocab_and_merges(vocab, merges)
+    assert tokenizer.unreachable == {50256: ENDOFTEXT.encode()} and tokenizer.vocab_size == 50257
+    text = "Hello <|endoftext|> world"
+    assert tokenizer.encode(text) == enc.encode_ordinary(text)
+    assert tokenizer.decode([50256]) == ENDOFTEXT
+    tokenizer.register_special_tokens({ENDOFTEXT: 50256})
+    assert tokenizer.encode(text, allowed_special="all") == enc.encode(text, allowed_special="all")
 
 
 def test_constructor_refuses_bad_pattern_and_specials():
