@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import inspect
 import math
 import random
 import re
@@ -107,6 +109,58 @@ class Spec:
     # the most elements (tensor elements included) one case's result may hold; a test keeps
     # every spec's reference results within it, so results always fit through the wire
     max_output_items: int = 100_000
+    # Whether the result's gradient is part of the answer (a function exercise; a module's driver
+    # compares gradients itself). Every case with a floating-point tensor argument is then run a
+    # second time with those arguments requiring grad, and the gradient of a fixed random cotangent
+    # is compared with the reference's (where the reference's result carries a graph). False for a
+    # contract that is not differentiable (ids, counts, an optimiser step), or a function
+    # ``case -> bool`` that leaves out the cases where right answers may differ (a kink at 0).
+    gradients: Any = True
+    # Torch functions the exercise forbids, by the name torch calls them ("relu" covers F.relu,
+    # torch.relu, Tensor.relu and nn.ReLU) -> why the exercise asks for it by hand. The check
+    # records which of them the answer called (in the grader too) and refuses the answer if any.
+    forbids: dict[str, str] = field(default_factory=dict)
+    # Special-value families (solutions.checks.families) the contract admits, per argument:
+    # {argument index: (family name, ...)}; each adds cases derived from the spec's own.
+    families: dict[int, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # every caller (notebook, grader, tests, benchmarks) draws the cases through make_cases, so
+        # the declared contract (gradients, forbidden calls, families) is applied here, once
+        base = getattr(self.make_cases, "declared_cases", self.make_cases)
+
+        def make_cases(seed: int) -> list[Case]:
+            cases = list(base(seed))
+            if self.families:
+                from solutions.checks import families
+
+                cases += families.derive(self.families, cases, seed)
+            return [_declare(self, case) for case in cases]
+
+        make_cases.declared_cases = base  # type: ignore[attr-defined]
+        make_cases.__name__ = getattr(base, "__name__", "make_cases")
+        self.make_cases = make_cases
+
+
+def _has_float_tensor(value: Any) -> bool:
+    if _is_tensor(value):
+        return value.is_floating_point()
+    if isinstance(value, (list, tuple)):
+        return any(_has_float_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_float_tensor(v) for v in value.values())
+    return False
+
+
+def _declare(spec: Spec, case: Case) -> Case:
+    """The case with the spec's contract on it: whether to compare gradients, which calls to watch."""
+    if spec.forbids and not case.forbid:
+        case.forbid = tuple(spec.forbids)
+    wanted = spec.gradients(case) if callable(spec.gradients) else bool(spec.gradients)
+    if (wanted and spec.driver is None and case.device != "meta"
+            and _has_float_tensor((case.args, case.kwargs))):
+        case.gradient = True
+    return case
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +236,8 @@ def with_references(fn: Callable, uses: dict[str, Callable]) -> Callable:
     if not uses or not isinstance(fn, types.FunctionType):
         return fn
     isolated = types.FunctionType(
-        fn.__code__, {**fn.__globals__, **uses}, fn.__name__, fn.__defaults__, fn.__closure__
+        fn.__code__, {**fn.__globals__, **{k: _unwatched(v) for k, v in uses.items()}}, fn.__name__,
+        fn.__defaults__, fn.__closure__,
     )
     isolated.__kwdefaults__ = fn.__kwdefaults__
     return isolated
@@ -216,7 +271,7 @@ def references_bound(answer: Any, uses: dict[str, Any]) -> Iterator[None]:
         yield
         return
     saved = {k: namespace[k] for k in uses if k in namespace}
-    namespace.update(uses)
+    namespace.update({k: _unwatched(v) for k, v in uses.items()})
     try:
         yield
     finally:
@@ -245,33 +300,141 @@ def run(fn: Callable, cases: list[Case]) -> list[Outcome]:
     """Call ``fn`` on a deep copy of every case; never raises for the function's own errors.
 
     ``NotImplementedError`` is recorded like any other exception; the caller decides. A case
-    with a ``seed`` seeds torch's and Python's generators just before the call.
+    with a ``seed`` seeds torch's and Python's generators just before the call. A case with
+    ``gradient`` is called a second time with its floating-point tensor arguments requiring grad,
+    and the gradient of a fixed cotangent is recorded; a case with ``forbid`` records which of
+    those torch functions the answer called (in either call).
     """
     __tracebackhide__ = True  # a learner's traceback starts at their own code
     outcomes = []
     for case in cases:
         args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
-        if case.seed is not None:
-            if _torch_imported():  # code that has not imported torch cannot draw from it
-                torch.manual_seed(case.seed)
-            random.seed(case.seed)
-        start = time.perf_counter()
-        try:
-            value = fn(*args, **kwargs)
-            outcome = Outcome(value=value)
-        except Exception as exc:  # the learner's bug, reported as a sentence by compare()
-            outcome = Outcome(error=(type(exc).__name__, str(exc)), exception=exc)
-        outcome.seconds = time.perf_counter() - start
-        outcome.mutated = [
-            f"argument {i + 1}" for i, (a, b) in enumerate(zip(args, case.args)) if not _same(a, b)
-        ] + [f"argument {k!r}" for k in kwargs if not _same(kwargs[k], case.kwargs[k])]
-        # returning a (mutable) argument itself: the caller's object and the result would be one
-        outcome.mutated += [
-            f"argument {i + 1}{RETURNED_ITSELF}" for i, a in enumerate(args)
-            if outcome.error is None and outcome.value is a and (isinstance(a, (list, dict, bytearray)) or _is_tensor(a))
-        ]
+        with _watching(case.forbid) as seen:
+            outcome = _call(fn, case, args, kwargs)
+            outcome.mutated = [
+                f"argument {i + 1}" for i, (a, b) in enumerate(zip(args, case.args)) if not _same(a, b)
+            ] + [f"argument {k!r}" for k in kwargs if not _same(kwargs[k], case.kwargs[k])]
+            # returning a (mutable) argument itself: the caller's object and the result would be one
+            outcome.mutated += [
+                f"argument {i + 1}{RETURNED_ITSELF}" for i, a in enumerate(args)
+                if outcome.error is None and outcome.value is a and (isinstance(a, (list, dict, bytearray)) or _is_tensor(a))
+            ]
+            if case.gradient and outcome.error is None and _torch_imported():
+                _gradient_call(fn, case, outcome)
+        outcome.calls = list(seen)
         outcomes.append(outcome)
     return outcomes
+
+
+def _call(fn: Callable, case: Case, args: tuple, kwargs: dict) -> Outcome:
+    __tracebackhide__ = True
+    if case.seed is not None:
+        if _torch_imported():  # code that has not imported torch cannot draw from it
+            torch.manual_seed(case.seed)
+        random.seed(case.seed)
+    start = time.perf_counter()
+    try:
+        outcome = Outcome(value=fn(*args, **kwargs))
+    except Exception as exc:  # the learner's bug, reported as a sentence by compare()
+        outcome = Outcome(error=(type(exc).__name__, str(exc)), exception=exc)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def _float_tensors(value: Any) -> list:
+    """The floating-point tensors of a result, in order (inside lists, tuples and dict values)."""
+    if _is_tensor(value):
+        return [value] if value.is_floating_point() else []
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _float_tensors(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _float_tensors(v)]
+    return []
+
+
+def cotangent(output: torch.Tensor, index: int = 0) -> torch.Tensor:
+    """The fixed random direction the check backpropagates from a result: the same numbers on
+    every device (drawn on the CPU in float64), so every answer is judged on the same gradient."""
+    g = torch.Generator().manual_seed(7919 + index)
+    values = torch.randn(tuple(output.shape), generator=g, dtype=torch.float64)
+    return values.to(dtype=output.dtype, device=output.device)
+
+
+def _gradient_call(fn: Callable, case: Case, outcome: Outcome) -> None:
+    """The second call of a gradient case: inputs that require grad, as they do in training."""
+    __tracebackhide__ = True
+    args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
+    leaves, names = [], []
+
+    def leaf(value: Any, name: str) -> Any:
+        if _is_tensor(value) and value.is_floating_point():
+            value = value.detach().clone().requires_grad_()
+            leaves.append(value)
+            names.append(name)
+        return value
+
+    args = tuple(leaf(a, str(i + 1)) for i, a in enumerate(args))
+    kwargs = {k: leaf(v, k) for k, v in kwargs.items()}
+    second = _call(fn, case, args, kwargs)
+    if second.error is not None:
+        outcome.grad_error, outcome.exception = second.error, second.exception
+        return
+    outputs = _float_tensors(second.value)
+    outcome.grad_value = second.value
+    outcome.has_graph = [bool(t.requires_grad) for t in outputs]
+    outcome.grad_of = names
+    differentiable = [t for t in outputs if t.requires_grad]
+    if not differentiable:
+        return
+    try:
+        grads = torch.autograd.grad(
+            differentiable, leaves, [cotangent(t, i) for i, t in enumerate(differentiable)], allow_unused=True
+        )
+    except Exception as exc:  # a graph that cannot be differentiated: the answer's doing
+        outcome.grad_error, outcome.exception = (type(exc).__name__, f"in backward: {exc}"), exc
+        return
+    outcome.grads = [g.detach() if g is not None else None for g in grads]
+
+
+# Torch functions a check must not count as the answer's: calls made inside the references an
+# exercise is given (its earlier parts) are the reference's, not the learner's.
+_UNWATCHED = [0]
+
+
+@contextmanager
+def _watching(names: tuple[str, ...]) -> Iterator[list[str]]:
+    """Record, in order and once each, which of the torch functions ``names`` are called inside."""
+    seen: list[str] = []
+    if not names or not _torch_imported():  # no torch, no torch call to see
+        yield seen
+        return
+    wanted = set(names)
+
+    class Watch(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in wanted and name not in seen and not _UNWATCHED[0]:
+                seen.append(name)
+            return func(*args, **(kwargs or {}))
+
+    with Watch():
+        yield seen
+
+
+def _unwatched(reference: Any) -> Any:
+    """A reference function whose own torch calls the forbidden-call watch does not count."""
+    if not isinstance(reference, types.FunctionType):
+        return reference
+
+    @functools.wraps(reference)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        _UNWATCHED[0] += 1
+        try:
+            return reference(*args, **kwargs)
+        finally:
+            _UNWATCHED[0] -= 1
+
+    return call
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,6 +579,9 @@ _MODULE_PARTS = {
     "init": "the initial parameters",
     "changes_with_seed": "whether the initial parameters are random",
     "calls": "which torch functions forward called",
+    "no_grad_output": "the output of forward on inputs that do not require grad",
+    "changes_its_input": "whether forward changes its input in place when the input does not require grad",
+    "attributes": "the module's attributes",
 }
 
 
@@ -428,6 +594,8 @@ def _key_where(where: str, key: Any) -> str:
         return f"the initial {key}"
     if where.startswith("the initial ") and not where.startswith("the initial parameters"):
         return f"{where}'s {key} (rounded)"
+    if where == "the module's attributes":
+        return f"the attribute {key!r}"
     if where == "which torch functions forward called":
         return f"whether forward called torch's {key}"
     if where.startswith("which initial parameters repeat"):
@@ -457,6 +625,59 @@ def _tensor_values_differ(
     )
 
 
+def _argument_names(spec: Spec) -> list[str]:
+    try:
+        return [p.name for p in inspect.signature(spec.reference).parameters.values()]
+    except (TypeError, ValueError):
+        return []
+
+
+def _gradient_name(spec: Spec, label: str) -> str:
+    """An argument named as the exercise names it: "1" -> "W_E" (from the reference's signature)."""
+    if label.isdigit():
+        names = _argument_names(spec)
+        number = int(label)
+        return f"`{names[number - 1]}`" if number <= len(names) else f"argument {number}"
+    return f"`{label}`"
+
+
+def gradient_problem(spec: Spec, got: Outcome, want: Outcome) -> Optional[str]:
+    """What is wrong with the answer's gradient (as a sentence to follow the exercise's name and
+    " on <case>"), or None. Compared only where the reference's result carries a graph."""
+    if want.has_graph is None or not any(want.has_graph):
+        return None
+    if got.grad_error is not None:
+        kind, text = got.grad_error
+        return f", called with inputs that require grad (as in training), raised {kind}: {text}"
+    values = difference(got.grad_value, want.grad_value, tolerance=spec.tolerance, dims=spec.dims)
+    if values is not None:
+        return (f", called with inputs that require grad (as in training), gives another result "
+                f"than without: {values}")
+    if not any(got.has_graph or []):
+        return (
+            ": the result carries no gradient (its requires_grad is False although the inputs require "
+            "grad), so training through it would learn nothing. It was cut from the graph: computed "
+            "under torch.no_grad(), from a .detach()ed tensor, or rebuilt from numbers (.item(), "
+            ".tolist(), torch.tensor(...)). Compute it from the inputs with torch operations."
+        )
+    if got.has_graph != want.has_graph:
+        return (f": part of the result carries no gradient (which parts require grad: {got.has_graph}, "
+                f"expected {want.has_graph}); keep every part connected to the inputs.")
+    for label, g, w in zip(want.grad_of, got.grads or [], want.grads or []):
+        name = _gradient_name(spec, label)
+        if w is not None and g is None:
+            return (f": no gradient reaches {name} through the result: the path from {name} is cut "
+                    f"(.detach(), torch.no_grad(), or a value rebuilt from numbers).")
+        if w is None:
+            continue
+        found = difference(g, w, f"the gradient with respect to {name}", tolerance=spec.tolerance)
+        if found:
+            return (f": the values are right, but {found} The function computes them in a way whose "
+                    f"derivative differs (a value that should flow back is treated as a constant, or "
+                    f"the other way round).")
+    return None
+
+
 def _same_outcome(spec: Spec, a: Outcome, b: Outcome) -> bool:
     """Whether two calls agree: the same kind of error, or values without a difference."""
     if a.error is not None or b.error is not None:
@@ -465,9 +686,19 @@ def _same_outcome(spec: Spec, a: Outcome, b: Outcome) -> bool:
         # the check's own sentence about parameters is deterministic: it must match word for word
         return a.error[0] != "ParameterMismatch" or a.error[1] == b.error[1]
     try:
-        return difference(a.value, b.value, ordered=spec.ordered, tolerance=spec.tolerance, dims=spec.dims) is None
+        return (difference(a.value, b.value, ordered=spec.ordered, tolerance=spec.tolerance, dims=spec.dims) is None
+                and _same_gradient(spec, a, b))
     except TypeError:  # an uncomparable value: they do not agree
         return False
+
+
+def _same_gradient(spec: Spec, a: Outcome, b: Outcome) -> bool:
+    """Whether two calls agree on what a gradient case adds (either may be the wrong one)."""
+    if (a.grad_error is None) != (b.grad_error is None):
+        return False
+    if any(a.has_graph or []) != any(b.has_graph or []):
+        return False
+    return not any(b.has_graph or []) or gradient_problem(spec, a, b) is None
 
 
 def _call_text(spec: Spec, case: Case) -> str:
@@ -551,6 +782,14 @@ def _first_problem(
             None,
             None,
         )
+    forbidden = [c for c in got.calls if c in spec.forbids]
+    if forbidden:  # a rule of the exercise, whatever the values: said first
+        return (
+            f"{spec.name}{on} calls torch's `{forbidden[0]}`, which this exercise asks you not to use: "
+            f"{spec.forbids[forbidden[0]]}",
+            None,
+            None,
+        )
     if want.error is not None and got.error is not None and got.error[0] == want.error[0]:
         # the reference refuses this input too, with the same kind of error; where the exercise
         # says what the message names (an id, a limit), the message must name it
@@ -597,7 +836,10 @@ def _first_problem(
         )
     problem = difference(got.value, want.value, ordered=spec.ordered, tolerance=spec.tolerance, dims=spec.dims)
     if problem is None:
-        return None, None, None
+        problem = gradient_problem(spec, got, want)
+        if problem is None:
+            return None, None, None
+        return f"{spec.name}{on}{problem}", _likely_mistake(spec, cases, outcomes, expected, index), got.exception
     hint = None
     if spec.diagnose is not None:
         hint = spec.diagnose(case, got.value, want.value)

@@ -42,6 +42,7 @@ def module_case(
     label: str = "",
     watch: tuple[str, ...] = (),
     again: Optional[tuple] = None,
+    attributes: tuple[str, ...] = (),
 ) -> Case:
     """One module check: build with ``init``, load ``weights``, run ``forward(*inputs)``, backprop ``cotangent``.
 
@@ -49,12 +50,16 @@ def module_case(
     of the answer: the result then says which of them forward called. ``weights == {}``: only
     build the module (for a config the exercise says to refuse). ``again``: inputs of a second
     call of the same module (a module that keeps something from its first call shows).
+    ``attributes``: names the exercise promises on the module (``self.d_head``, used by a later
+    exercise): a missing one is named, and their values are part of the result.
     """
     case = Case((dict(init), dict(weights), tuple(inputs), cotangent), label=label)
     if watch:
         case.args = case.args + (tuple(watch),)
     if again is not None:
         case.kwargs = {"again": tuple(again)}
+    if attributes:
+        case.kwargs = {**case.kwargs, "attributes": tuple(attributes)}
     return case
 
 
@@ -250,7 +255,7 @@ def module_driver(cls: Any) -> Callable:
     name = getattr(cls, "__name__", type(cls).__name__)
 
     def drive(init: dict, weights: dict, inputs: tuple, cotangent: Optional[torch.Tensor], watch: tuple = (),
-              again: Optional[tuple] = None) -> dict:
+              again: Optional[tuple] = None, attributes: tuple = ()) -> dict:
         if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
             raise TypeError(f"{name} should be a class derived from torch.nn.Module")
         if weights is None:  # an init_case
@@ -259,6 +264,12 @@ def module_driver(cls: Any) -> Callable:
         if not weights:  # only building it was asked (a config to refuse)
             return {"built": True}
         check_parameters(module, weights, name)
+        missing = [a for a in attributes if not hasattr(module, a)]
+        if missing:
+            raise ParameterMismatch(
+                f"{name} has no attribute {missing[0]!r}: the exercise asks you to store it "
+                f"(self.{missing[0]} = ...), and later code reads it by that name."
+            )
         first = _first_tensor(inputs)
         if first is not None:
             # moved before loading, so that on the `meta` device nothing is copied out of meta
@@ -278,6 +289,19 @@ def module_driver(cls: Any) -> Callable:
         result = {"output": out, "grads": grads}
         if cotangent is not None and any(_differentiable(x) for x in inputs):
             result["input_grads"] = [x.grad.detach() if x.grad is not None else None for x in inputs if _differentiable(x)]
+        if any(_differentiable(x) for x in inputs):
+            # the same call on inputs that do not require grad (as in evaluation, or under
+            # torch.no_grad()): the same output, and the input left as it was
+            plain = tuple(x.detach().clone() if isinstance(x, torch.Tensor) else x for x in inputs)
+            kept = [x.clone() for x in plain if isinstance(x, torch.Tensor)]
+            quiet = module(*plain)
+            result["no_grad_output"] = quiet.detach() if isinstance(quiet, torch.Tensor) else quiet
+            result["changes_its_input"] = not all(
+                a.device.type == "meta" or torch.equal(a, b)
+                for a, b in zip(kept, (x for x in plain if isinstance(x, torch.Tensor)))
+            )
+        if attributes:
+            result["attributes"] = {a: _plain(getattr(module, a)) for a in attributes}
         if watch:
             result["calls"] = {f: f in watching.seen for f in watch}
         if again is not None:
@@ -288,6 +312,14 @@ def module_driver(cls: Any) -> Callable:
 
     drive.__name__ = name
     return drive
+
+
+def _plain(value: Any) -> Any:
+    """An attribute's value as the check compares it: numbers, strings and flags as they are,
+    anything else by its type's name."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return f"<{type(value).__name__}>"
 
 
 def _describe_module_case(name: str, case: Case, show: Callable[[Any], str]) -> str:

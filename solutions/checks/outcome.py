@@ -75,8 +75,10 @@ class Outcome:
     # inputs that require grad, whether it carries a graph, and the gradient of each floating-point
     # tensor argument (None where none reached it); see core.run
     grad_value: Any = None
-    has_graph: Optional[bool] = None
-    grads: Optional[list] = None
+    has_graph: Optional[list] = None  # per floating-point tensor of that result: requires_grad
+    grads: Optional[list] = None  # aligned with grad_of
+    grad_of: list[str] = field(default_factory=list)  # "1" (first argument) or a keyword's name
+    grad_error: Optional[tuple[str, str]] = None  # raised in the second call or in backward
     # which of the case's forbidden torch functions the answer called (Case.forbid), in order
     calls: list[str] = field(default_factory=list)
     # the exception itself, in-process only: chained to the failure so the learner sees where

@@ -140,21 +140,38 @@ def _device_available(kind: str) -> bool:
 
 def outcome_to_wire(outcome: Outcome) -> dict:
     """One call's outcome as JSON-ready data; a value that cannot be sent becomes an error."""
+    gradient: dict = {}
     try:
         value = encode(outcome.value) if outcome.error is None else None
         error = list(outcome.error) if outcome.error else None
+        if outcome.has_graph is not None or outcome.grad_error is not None:
+            gradient = {
+                "grad_value": encode(outcome.grad_value),
+                "has_graph": [bool(b) for b in outcome.has_graph or []] if outcome.has_graph is not None else None,
+                "grads": encode(outcome.grads) if outcome.grads is not None else None,
+                "grad_of": [str(n) for n in outcome.grad_of],
+                "grad_error": [str(e) for e in outcome.grad_error] if outcome.grad_error else None,
+            }
     except Exception as exc:  # an over-large or self-referencing value: the student's problem
-        value, error = None, ["UncheckableValue", str(exc)]
-    return {"value": value, "error": error, "mutated": list(outcome.mutated), "seconds": outcome.seconds}
+        value, error, gradient = None, ["UncheckableValue", str(exc)], {}
+    return {"value": value, "error": error, "mutated": list(outcome.mutated), "seconds": outcome.seconds,
+            "calls": [str(c) for c in outcome.calls], **gradient}
 
 
 def outcome_from_wire(data: dict, device: str | None = None) -> Outcome:
     error = data.get("error")
+    grads, has_graph, grad_error = data.get("grads"), data.get("has_graph"), data.get("grad_error")
     return Outcome(
         value=decode(data.get("value"), device) if error is None else None,
         error=(str(error[0]), str(error[1])) if error else None,
         mutated=[str(m) for m in data.get("mutated", [])],
         seconds=float(data.get("seconds", 0.0)),
+        calls=[str(c) for c in data.get("calls", [])],
+        grad_value=decode(data.get("grad_value"), device),
+        has_graph=[bool(b) for b in has_graph] if isinstance(has_graph, list) else None,
+        grads=list(decode(grads, device)) if isinstance(grads, list) else None,
+        grad_of=[str(n) for n in data.get("grad_of", [])],
+        grad_error=(str(grad_error[0]), str(grad_error[1])) if grad_error else None,
     )
 
 
