@@ -282,7 +282,11 @@ def module_driver(cls: Any) -> Callable:
         inputs = tuple(x.detach().requires_grad_() if _differentiable(x) else x for x in inputs)
         with _Watch(tuple(watch)) as watching:
             output = module(*inputs)
-        if cotangent is not None and isinstance(output, torch.Tensor) and output.requires_grad:
+        # a misshaped output cannot take the check's cotangent: backward is skipped, so that the
+        # output's own comparison (its shape, named by axis) is what the learner reads, not an
+        # error of the check's machinery
+        if (cotangent is not None and isinstance(output, torch.Tensor) and output.requires_grad
+                and output.shape == cotangent.shape and output.dtype == cotangent.dtype):
             output.backward(cotangent)
         grads = {n: (p.grad.detach() if p.grad is not None else None) for n, p in module.named_parameters()}
         out = output.detach() if isinstance(output, torch.Tensor) else output
