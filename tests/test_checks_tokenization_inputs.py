@@ -235,21 +235,6 @@ def decode_knows_50256(ids, vocab):
     return b"".join(pieces).decode("utf-8", errors="replace")
 
 
-def test_decode_that_normalises_fails():
-    message = fails_everywhere("decode", decode_nfc)
-    assert "Hint: your text is the right one after you normalised it to NFC" in message
-
-
-def test_decode_with_utf8_sig_fails():
-    message = fails_everywhere("decode", decode_utf8_sig)
-    assert "byte-order mark" in message and "utf-8-sig" in message
-
-
-def test_decode_that_knows_50256_fails():
-    message = fails_everywhere("decode", decode_knows_50256)
-    assert "id 50256 (GPT-2's <|endoftext|>), not in this vocab should raise ValueError" in message
-
-
 # --- compression_ratio and text_to_bytes ------------------------------------------------------------
 
 
@@ -265,15 +250,22 @@ def text_to_bytes_ignoring_errors(text):
     return list(text.encode("utf-8", errors="ignore"))
 
 
-def test_compression_ratio_of_the_stripped_text_fails():
-    message = fails_everywhere("compression_ratio", compression_ratio_stripped)
-    assert "Hint: the ratio counts every byte of the text, the whitespace at its ends included" in message
-
-
-def test_text_to_bytes_ignoring_errors_fails():
-    message = fails_everywhere("text_to_bytes", text_to_bytes_ignoring_errors)
-    assert "a lone surrogate" in message and "should raise UnicodeEncodeError" in message
-    assert "errors='ignore' drops it" in message
+@pytest.mark.parametrize(
+    "exercise, answer, says",
+    [
+        ("decode", decode_nfc, ["Hint: your text is the right one after you normalised it to NFC"]),
+        ("decode", decode_utf8_sig, ["byte-order mark", "utf-8-sig"]),
+        ("decode", decode_knows_50256, ["id 50256 (GPT-2's <|endoftext|>), not in this vocab should raise ValueError"]),
+        ("compression_ratio", compression_ratio_stripped,
+         ["Hint: the ratio counts every byte of the text, the whitespace at its ends included"]),
+        ("text_to_bytes", text_to_bytes_ignoring_errors,
+         ["a lone surrogate", "should raise UnicodeEncodeError", "errors='ignore' drops it"]),
+    ],
+)
+def test_decode_ratio_and_bytes_wrong_answers_fail_with_their_hint(exercise, answer, says):
+    message = fails_everywhere(exercise, answer)
+    for phrase in says:
+        assert phrase in message, (phrase, message)
 
 
 # --- an error without a sentence ----------------------------------------------------------------------
