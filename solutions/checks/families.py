@@ -38,7 +38,11 @@ from solutions.checks.outcome import Case
 
 
 def _some(shape: torch.Size, g: torch.Generator, share: float = 0.25) -> torch.Tensor:
-    return torch.rand(tuple(shape), generator=g) < share
+    """About ``share`` of the entries, and always at least one."""
+    pick = torch.rand(tuple(shape), generator=g) < share
+    if pick.numel():
+        pick.view(-1)[int(torch.randint(pick.numel(), (1,), generator=g))] = True
+    return pick
 
 
 def _zeros(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -50,6 +54,10 @@ def _zeros(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def _inf(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     pick, positive = _some(x.shape, g), _some(x.shape, g, 0.5)
+    if x.numel() >= 2:  # both signs, always
+        first, second = torch.randperm(x.numel(), generator=g)[:2].tolist()
+        pick.view(-1)[[first, second]] = True
+        positive.view(-1)[first], positive.view(-1)[second] = True, False
     inf = torch.where(positive, torch.tensor(float("inf")), torch.tensor(float("-inf"))).to(x.dtype)
     return torch.where(pick, inf, x)
 
