@@ -399,3 +399,24 @@ def test_the_special_texts_each_tell_their_change_apart():
     assert set(labelled) == set(changes)
     for label, change in changes.items():
         assert change(labelled[label]) != labelled[label], label
+
+
+def train_bpe_counting_all_but_the_last_byte(text, vocab_size):
+    """Passes its helpers the wrong list (the ids without the last one): every helper is right,
+    the loop is wrong, and the message must blame train_bpe, not the helpers."""
+    if vocab_size < 256:
+        raise ValueError(f"vocab_size must be at least 256, got {vocab_size}")
+    ids, merges = ref.text_to_bytes(text), {}
+    for new_id in range(256, vocab_size):
+        counts = ref.get_pair_counts(ids[:-1])
+        if not counts:
+            break
+        pair = ref.most_frequent_pair(counts)
+        ids = ref.merge(ids, pair, new_id)
+        merges[pair] = new_id
+    return merges
+
+
+def test_a_composite_failure_says_the_helpers_were_the_references():
+    message = fails_everywhere("train_bpe", train_bpe_counting_all_but_the_last_byte)
+    assert "with the reference text_to_bytes, get_pair_counts, most_frequent_pair and merge in place of yours" in message

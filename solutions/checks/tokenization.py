@@ -289,6 +289,14 @@ def _is_merges(value: Any) -> bool:
     return isinstance(value, dict) and all(_is_pair(k) and type(v) is int for k, v in value.items())
 
 
+# where train_bpe's merges go wrong although every helper it calls is right
+_HELPERS_ARE_REFERENCES = (
+    "The check runs your train_bpe with the reference text_to_bytes, get_pair_counts, "
+    "most_frequent_pair and merge in place of yours, so the difference comes from train_bpe's "
+    "own steps: what it counts, which counts it passes on, which ids it merges."
+)
+
+
 def _diagnose_train_bpe(case: Case, actual: Any, expected: Any) -> Optional[str]:
     if not _is_merges(actual) or not _is_merges(expected):
         return None
@@ -317,9 +325,10 @@ def _diagnose_train_bpe(case: Case, actual: Any, expected: Any) -> Optional[str]
     ids = ref.text_to_bytes(text)
     for step, (pair, new_id) in enumerate(expected.items()):
         if step >= len(learned):
+            done = f"your {len(learned)} merges are the first ones" if learned else "you learned no merge"
             return (
-                f"your {len(learned)} merges are the first ones, then you stopped; keep merging until "
-                f"vocab_size is reached or no pair is left."
+                f"{done}, then you stopped; keep merging until vocab_size is reached or no pair is "
+                f"left. {_HELPERS_ARE_REFERENCES}"
             )
         got_pair, got_id = learned[step]
         counts = ref.get_pair_counts(ids)
@@ -329,7 +338,10 @@ def _diagnose_train_bpe(case: Case, actual: Any, expected: Any) -> Optional[str]
                 f"ties go to the smallest pair."
             )
         if got_pair != pair:
-            return f"merge {step + 1} should merge the most frequent pair {pair} (seen {counts[pair]} times), not {got_pair}."
+            return (
+                f"merge {step + 1} should merge the most frequent pair {pair} (seen {counts[pair]} "
+                f"times), not {got_pair}. {_HELPERS_ARE_REFERENCES}"
+            )
         if got_id != new_id:
             return f"merge {step + 1} should get id {new_id}: new ids count up from 256 in the order merges are made."
         ids = ref.merge(ids, pair, new_id)
