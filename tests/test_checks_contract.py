@@ -271,3 +271,14 @@ def test_a_misshaped_module_output_is_reported_as_its_shape_not_as_a_backward_er
     with pytest.raises(CheckFailure, match=r"the output of forward has shape \(5, 2\)") as failure:
         check_function(_module_spec(), Transposed)
     assert "backward" not in str(failure.value)
+
+
+def test_items_of_a_returned_tuple_are_named_by_meaning():
+    def split(x):
+        return x[:-1], x[1:]
+
+    spec = Spec(name="split", chapter="00_test", reference=split, result_names=("the inputs x", "the targets y"),
+                make_cases=lambda seed: [Case((torch.arange(6),), label="ids")])
+    check_function(spec, lambda x: (x[:-1].clone(), x[1:].clone()))
+    with pytest.raises(CheckFailure, match=r"split on ids: the targets y differs at index \[0\]: 2 instead of 1"):
+        check_function(spec, lambda x: (x[:-1], x[2:].tolist() and torch.cat([x[2:], x[:1]])))

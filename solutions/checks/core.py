@@ -106,6 +106,9 @@ class Spec:
     driver: Optional[Callable[[Any], Callable]] = None
     # names of the result tensor's dimensions (for a module: its output's), for shape messages
     dims: Optional[tuple[str, ...]] = None
+    # what each item of a returned tuple or list means ("the inputs x", "the targets y"), so that
+    # a message names it instead of saying "item 1"
+    result_names: Optional[tuple[str, ...]] = None
     # the most elements (tensor elements included) one case's result may hold; a test keeps
     # every spec's reference results within it, so results always fit through the wire
     max_output_items: int = 100_000
@@ -479,13 +482,15 @@ def difference(
     ordered: bool = False,
     tolerance: Optional[tuple[float, float]] = None,
     dims: Optional[tuple[str, ...]] = None,
+    names: Optional[tuple[str, ...]] = None,
 ) -> Optional[str]:
     """The first difference between two values as a sentence, or None if they match.
 
     Order matters: type, then (for tensors) dtype, shape and device, then values. ``ordered``:
     a dict's key order must match too. ``tolerance``: (rtol, atol) for floats and float tensors
     instead of the defaults. ``dims``: names of the result tensor's dimensions (or of a module
-    result's "output"), used in shape messages.
+    result's "output"), used in shape messages. ``names``: what the items of a returned tuple or
+    list mean, used instead of "item i" at the top level.
     """
     again = dict(ordered=ordered, tolerance=tolerance)
     if isinstance(expected, Unsupported):
@@ -538,7 +543,10 @@ def difference(
         if len(actual) != len(expected):
             return f"{where} has {len(actual)} items, expected {len(expected)}."
         for i, (a, e) in enumerate(zip(actual, expected)):
-            inner = f"item {i} of {where}" if where != "the result" else f"item {i}"
+            if names is not None and i < len(names) and where == "the result":
+                inner = names[i]
+            else:
+                inner = f"item {i} of {where}" if where != "the result" else f"item {i}"
             found = difference(a, e, inner, **again)
             if found:
                 return found
@@ -649,7 +657,8 @@ def gradient_problem(spec: Spec, got: Outcome, want: Outcome) -> Optional[str]:
     if got.grad_error is not None:
         kind, text = got.grad_error
         return f", called with inputs that require grad (as in training), raised {kind}: {text}"
-    values = difference(got.grad_value, want.grad_value, tolerance=spec.tolerance, dims=spec.dims)
+    values = difference(got.grad_value, want.grad_value, tolerance=spec.tolerance, dims=spec.dims,
+                        names=spec.result_names)
     if values is not None:
         return (f", called with inputs that require grad (as in training), gives another result "
                 f"than without: {values}")
@@ -686,7 +695,8 @@ def _same_outcome(spec: Spec, a: Outcome, b: Outcome) -> bool:
         # the check's own sentence about parameters is deterministic: it must match word for word
         return a.error[0] != "ParameterMismatch" or a.error[1] == b.error[1]
     try:
-        return (difference(a.value, b.value, ordered=spec.ordered, tolerance=spec.tolerance, dims=spec.dims) is None
+        return (difference(a.value, b.value, ordered=spec.ordered, tolerance=spec.tolerance, dims=spec.dims,
+                           names=spec.result_names) is None
                 and _same_gradient(spec, a, b))
     except TypeError:  # an uncomparable value: they do not agree
         return False
@@ -834,7 +844,8 @@ def _first_problem(
             None,
             None,
         )
-    problem = difference(got.value, want.value, ordered=spec.ordered, tolerance=spec.tolerance, dims=spec.dims)
+    problem = difference(got.value, want.value, ordered=spec.ordered, tolerance=spec.tolerance, dims=spec.dims,
+                         names=spec.result_names)
     if problem is None:
         problem = gradient_problem(spec, got, want)
         if problem is None:
