@@ -12,6 +12,23 @@ the autograder (see DESIGN.md, "Checks"):
 
 In a notebook all three run in the learner's kernel (:func:`check_function`). The autograder runs
 only :func:`run` next to the student's code and does the rest in a trusted process.
+
+A spec also declares its exercise's contract, and the framework enforces it for every chapter
+(wrong code that passes a check is the worst defect a course can have, so these are mechanisms,
+not one more case per exercise):
+
+* ``gradients``: a result that depends differentiably on its floating-point inputs is judged with
+  its gradient too (a second call with inputs that require grad, a fixed cotangent, see
+  :func:`run` and :func:`gradient_problem`); a result cut from the graph gets its own sentence;
+* ``forbids``: the torch functions the exercise asks the learner not to call are observed while
+  the answer runs (a ``TorchFunctionMode``, in the grader's sandbox too: the record travels back
+  with the outcome) and an answer that calls one is refused with the exercise's reason;
+* ``families``: special values the contract admits (zeros, infinities, huge and tiny values,
+  ties, other dtypes) are derived from the spec's own cases (:mod:`.families`);
+* ``uses``: earlier exercises are the references while this one is judged, also where the answer
+  reaches them through a helper of its own (:func:`references_bound`);
+* module exercises: promised attributes, a forward on inputs without grad, gradients of every
+  parameter and input (:mod:`.modules`).
 """
 
 from __future__ import annotations
