@@ -9,7 +9,12 @@ fails. Then:
 - MathJax is served locally (the build must work offline) and loaded once;
 - the chapter's figures are PNG images;
 - headless Chromium (required: CI installs the `chromium` apt package) typesets the math,
-  loads every image and the MathJax fonts, and requests nothing that is missing.
+  loads every image and the MathJax fonts, and requests nothing that is missing;
+- every page, at 1280 px and on a 390 px phone: nothing is wider than the text column (code,
+  outputs, equations, tables, figures, diagrams; dropdowns opened), the page does not scroll
+  sideways, no JavaScript error, no request to another origin (a Content-Security-Policy of
+  'self' reports any), and every diagram's smallest text is at least 9 pt as shown;
+- the site has at least 12 diagrams, drawn at build time from `_diagrams/` and the chapter strip.
 """
 
 from __future__ import annotations
@@ -180,6 +185,22 @@ def test_chapter_figures_are_png_images(built_book, docname):
 
 # ----------------------------------------------------------------------------- real browser
 
+# Injected by the test server right after <head> of pages requested with ?probe: records
+# JavaScript errors and requests that the page's Content-Security-Policy blocked (any request
+# to another origin), before any of the page's own scripts run.
+HEAD_PROBE = """<head><script>
+window.__courseErrors = []; window.__courseBlocked = [];
+window.addEventListener("error", function (e) {
+  if (e.message) window.__courseErrors.push(e.message + " (" + (e.filename || "") + ":" + (e.lineno || 0) + ")");
+  else if (e.target && e.target !== window) window.__courseErrors.push("failed to load " + (e.target.src || e.target.href || e.target.tagName));
+}, true);
+window.addEventListener("unhandledrejection", function (e) { window.__courseErrors.push("unhandled rejection: " + e.reason); });
+document.addEventListener("securitypolicyviolation", function (e) { window.__courseBlocked.push(e.blockedURI); });
+</script>"""
+
+# Everything from this server, nothing from elsewhere; inline scripts and eval stay allowed.
+CSP = "default-src 'self' 'unsafe-inline' 'unsafe-eval' data: blob:"
+
 # Injected by the test server into pages requested with ?probe: once MathJax is done and the
 # page has loaded, record each image's natural width on <body>, so --dump-dom shows it.
 PROBE = """<script>
@@ -208,16 +229,24 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self):
         parts = urlsplit(self.path)
-        if parts.query == "probe" and parts.path.endswith(".html"):
+        if parts.path == "/__layout__.html":
+            self._send_html(layout_driver(parts.query).encode())
+        elif parts.query == "probe" and parts.path.endswith(".html"):
             body = (Path(self.directory) / parts.path.lstrip("/")).read_bytes()
+            body = re.sub(rb"<head>", HEAD_PROBE.encode(), body, count=1)
             body = body.replace(b"</body>", PROBE.encode(), 1)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._send_html(body, csp=True)
         else:
             super().do_GET()
+
+    def _send_html(self, body: bytes, csp: bool = False):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        if csp:
+            self.send_header("Content-Security-Policy", CSP)
+        self.end_headers()
+        self.wfile.write(body)
 
 
 @pytest.fixture(scope="session")
@@ -295,3 +324,150 @@ def test_browser_sees_the_colab_link(server, docname):
     base, _ = server
     dom = chromium("--dump-dom", f"{base}/{docname}.html")
     assert expected_colab_url(docname) in html.unescape(dom)
+
+
+# ----------------------------------------------------------------------------- layout at two widths
+
+WIDTHS = {"laptop": 1280, "phone": 390}
+ALL_PAGES = toc_docnames()
+MIN_DIAGRAM_PT = 9.0
+
+# The driver page loads every page in an iframe of the given width, one after the other, opens
+# every dropdown and hidden cell, lets course.js fit the equations again, and records what sticks
+# out of the text column. One Chromium run per width keeps the test fast.
+LAYOUT_DRIVER = """<!doctype html><html><head><meta charset="utf-8"></head><body><script>
+const PAGES = %(pages)s, WIDTH = %(width)d;
+const SELECTOR = 'pre, mjx-container[display="true"], img, object, table, .cell_output, .attention-view, figure, .admonition, details';
+function measure(w) {
+  const d = w.document;
+  d.querySelectorAll("details").forEach(function (x) { x.open = true; });
+  if (w.courseFitEquations) w.courseFitEquations();
+  const article = d.querySelector("article.bd-article") || d.querySelector("main") || d.body;
+  const box = article.getBoundingClientRect(), style = w.getComputedStyle(article);
+  const col = {left: box.left + parseFloat(style.paddingLeft), right: box.right - parseFloat(style.paddingRight)};
+  col.width = col.right - col.left;
+  const over = [];
+  article.querySelectorAll(SELECTOR).forEach(function (el) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) return;          // not rendered
+    const hidden = el.scrollWidth - el.clientWidth;        // content cut off inside the element
+    if (r.right > col.right + 1 || r.left < col.left - 1 || (el.tagName !== "IMG" && hidden > 1)) {
+      over.push({tag: el.tagName.toLowerCase(), cls: String(el.className || "").slice(0, 60),
+                 right: Math.round(r.right - col.right), hidden: hidden,
+                 text: (el.textContent || el.getAttribute("src") || el.getAttribute("data") || "").trim().slice(0, 80)});
+    }
+  });
+  const diagrams = Array.from(article.querySelectorAll("object.graphviz")).map(function (o) {
+    return [o.getAttribute("data"), o.getBoundingClientRect().width]; });
+  const figures = Array.from(article.querySelectorAll(".cell_output img")).map(function (i) {
+    return [i.getAttribute("src"), i.naturalWidth, i.getBoundingClientRect().width]; });
+  const pageScroll = d.documentElement.scrollWidth - w.innerWidth;
+  if (pageScroll > 1) {   // name the innermost elements that stick out of the window
+    d.body.querySelectorAll("*").forEach(function (el) {
+      if (el.closest(".bd-sidebar-primary, .bd-sidebar-secondary")) return;   // drawers, off screen on purpose
+      const r = el.getBoundingClientRect();
+      if (r.right > w.innerWidth + 1 && !Array.from(el.children).some(function (c) {
+            return c.getBoundingClientRect().right > w.innerWidth + 1; })) {
+        over.push({tag: el.tagName.toLowerCase(), cls: String(el.className || "").slice(0, 60),
+                   right: Math.round(r.right - w.innerWidth), hidden: 0, text: (el.textContent || "").trim().slice(0, 80)});
+      }
+    });
+  }
+  return {pageScroll: pageScroll, columnWidth: col.width, over: over,
+          diagrams: diagrams, figures: figures, errors: w.__courseErrors || ["probe missing"],
+          blocked: w.__courseBlocked || [], shrunk: d.body.getAttribute("data-equations-shrunk")};
+}
+async function run() {
+  const results = {};
+  for (const page of PAGES) {
+    const frame = document.createElement("iframe");
+    frame.style.width = WIDTH + "px"; frame.style.height = "900px";
+    const loaded = new Promise(function (resolve) { frame.onload = resolve; });
+    frame.src = "/" + page + ".html?probe";
+    document.body.appendChild(frame);
+    await loaded;
+    const w = frame.contentWindow;
+    try {
+      if (w.courseLayout) await w.courseLayout;
+      results[page] = measure(w);
+    } catch (err) { results[page] = {driverError: String(err)}; }
+    frame.remove();
+  }
+  document.body.setAttribute("data-results", JSON.stringify(results));
+}
+run();
+</script></body></html>"""
+
+
+def layout_driver(query: str) -> str:
+    width = int(dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("width", "1280"))
+    return LAYOUT_DRIVER % {"pages": json.dumps(ALL_PAGES), "width": width}
+
+
+@pytest.fixture(scope="session")
+def layouts(server):
+    """{width name: {docname: measurements}}, one Chromium run per width."""
+    base, _ = server
+    out = {}
+    for name, width in WIDTHS.items():
+        dom = chromium("--dump-dom", f"--window-size={max(width, 400)},1000", "--virtual-time-budget=240000",
+                       f"{base}/__layout__.html?width={width}")
+        found = re.search(r'data-results="([^"]*)"', dom)
+        assert found, f"the layout driver did not finish at {width} px: {dom[-2000:]}"
+        out[name] = json.loads(html.unescape(found.group(1)))
+    return out
+
+
+def svg_text_scale(svg: Path) -> tuple[float, float]:
+    """(natural width in CSS px, smallest font size in pt) of a Graphviz SVG."""
+    text = svg.read_text(encoding="utf-8")
+    width_pt = float(re.search(r'<svg[^>]*\swidth="([\d.]+)pt"', text).group(1))
+    sizes = [float(s) for s in re.findall(r'font-size="([\d.]+)"', text)]
+    assert sizes, f"{svg.name}: no text"
+    return width_pt * 4 / 3, min(sizes)
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+@pytest.mark.parametrize("docname", ALL_PAGES)
+def test_nothing_is_cut_off_and_nothing_fails(layouts, built_book, docname, width):
+    page = layouts[width].get(docname)
+    assert page is not None, f"{docname} was not measured at {width}"
+    assert "driverError" not in page, page
+    assert page["errors"] == [], f"{docname} at {WIDTHS[width]} px: JavaScript errors {page['errors']}"
+    assert page["blocked"] == [], f"{docname}: requests to other origins {page['blocked']}"
+    assert page["pageScroll"] <= 1, f"{docname} at {WIDTHS[width]} px scrolls sideways by {page['pageScroll']} px"
+    assert page["over"] == [], (
+        f"{docname} at {WIDTHS[width]} px (column {page['columnWidth']:.0f} px): wider than the column: "
+        + json.dumps(page["over"], ensure_ascii=False, indent=1)[:3000])
+    for data, shown in page["diagrams"]:
+        natural, smallest = svg_text_scale((built_book / Path(docname).parent / data).resolve())
+        shown_pt = smallest * min(1.0, shown / natural)
+        assert shown_pt >= MIN_DIAGRAM_PT - 0.05, (
+            f"{docname} at {WIDTHS[width]} px: diagram {data} shows its smallest text at {shown_pt:.1f} pt "
+            f"(drawn {natural:.0f} px wide, shown {shown:.0f} px)")
+    if width == "laptop":
+        # Figures are drawn at most as wide as the column, so that their text shows at the size
+        # it was set in (>= 9 pt); on a phone they scale down with the page.
+        for src, natural, shown in page["figures"]:
+            assert natural <= shown + 2, f"{docname}: figure {src} is {natural} px wide, shrunk to {shown:.0f} px"
+
+
+def test_the_site_has_its_diagrams(built_book):
+    svgs = {p.name for p in (built_book / "_images").glob("graphviz-*.svg")}
+    sources = sorted((REPO / "_diagrams").glob("*.dot"))
+    used = [p for p in sources if any(f"_diagrams/{p.name}" in source_of(d).read_text(encoding="utf-8") for d in ALL_PAGES)]
+    assert len(used) == len(sources), f"diagrams no page uses: {sorted(set(sources) - set(used))}"
+    # >= 12 distinct diagrams: the sources plus one chapter strip per chapter
+    assert len(svgs) >= 12, f"only {len(svgs)} diagrams were drawn"
+    for docname in CHAPTER_PAGES:
+        page = page_html(built_book, docname)
+        assert 'class="graphviz youarehere"' in page, f"{docname} has no chapter strip"
+
+
+def test_figure_text_is_set_large_enough():
+    """Matplotlib text on the pages is never set below 9 pt (the defaults are 10 pt and up)."""
+    for docname in CHAPTER_PAGES:
+        source = source_of(docname).read_text(encoding="utf-8")
+        small = re.findall(r"\b(?:fontsize|size)\s*=\s*(\d+(?:\.\d+)?)\b", source)
+        assert all(float(s) >= 9 for s in small), f"{docname}: text set below 9 pt: {small}"
+        assert not re.search(r"fontsize\s*=\s*[\"'](?:x+-)?small", source), f"{docname}: a 'small' font size"
