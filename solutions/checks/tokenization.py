@@ -278,9 +278,8 @@ def _cases_train_bpe(seed: int) -> list[Case]:
         cases.append(Case((text, 256 + rng.randint(2, 8)), label="a random text"))
     text = _text(rng, rng.randint(2, 4))
     cases.append(Case((text, 256 + rng.randint(8, 14)), label="a sentence"))
-    for label, text in special_texts(rng):
-        if "<|" not in text:  # to train_bpe the special-token string is text like any other
-            cases.append(Case((text, 256 + rng.randint(6, 10)), label=label))
+    for label, text in special_texts(rng):  # "<|endoftext|>" included: to train_bpe it is text
+        cases.append(Case((text, 256 + rng.randint(6, 10)), label=label))
     cases.append(Case((long_text(rng, 2000), 256 + 12), label="2,000 characters over many lines"))
     return cases
 
@@ -308,8 +307,8 @@ def _diagnose_train_bpe(case: Case, actual: Any, expected: Any) -> Optional[str]
     if any(newline in p for p in expected) and not any(newline in p for p in actual):
         return (
             "none of your merges joins the newline byte (10) to anything, but this text's most "
-            "frequent pairs do: a newline is a byte of the text like any other, so train on the whole text, not "
-            "line by line."
+            "frequent pairs do: a newline is a byte of the text like any other, so train on the "
+            "whole text, not line by line."
         )
     if set(actual.items()) == set(expected.items()):
         return None  # the right merges in another order: the difference says so
@@ -512,7 +511,8 @@ def _cases_decode(seed: int) -> list[Case]:
         cases.append(Case((ids, _small_vocab(ids, learned, rng)), label=f"the ids of {label}"))
     # GPT-2's id of <|endoftext|>, in a vocab that does not have it: a decoder knows only its vocab
     ids = ref.encode("one", merges) + [50256] + ref.encode("two", merges)
-    cases.append(Case((ids, _small_vocab([i for i in ids if i != 50256], merges, rng)), label="id 50256 (GPT-2's <|endoftext|>), not in this vocab", mentions=("50256",)))
+    vocab = _small_vocab([i for i in ids if i != 50256], merges, rng)
+    cases.append(Case((ids, vocab), label="id 50256 (GPT-2's <|endoftext|>), not in this vocab", mentions=("50256",)))
     text = long_text(rng, 3000)
     ids = ref.encode(text, merges)
     cases.append(Case((ids, ref.build_vocab(merges)), label=f"{len(ids):,} ids"))
