@@ -1,7 +1,7 @@
 """nbgrader configuration of the course.
 
-Grade outside the clone: `python -m solutions.grading setup COURSE_DIR` makes a course directory
-elsewhere, copies this file into it and writes the source notebooks there. nbgrader reads this
+Grade outside the clone: `python -m solutions.grading release COURSE_DIR` makes a course directory
+elsewhere, copies this file into it, writes the source notebooks there and releases them. nbgrader reads this
 file from the directory it runs in, so the paths below are relative to that copy.
 
 Jupyter's nbgrader extensions also read this file when a learner starts `jupyter lab` in the
@@ -36,3 +36,7 @@ c.OverwriteCells.add_missing_cells = True
 # other renamed files are still recognised; the student id is the file name's first part.
 c.ZipCollectApp.collector_plugin = "solutions.grading.collect.CourseCollector"
 c.CourseCollector.named_regexp = r"(?P<student_id>[A-Za-z0-9.@-]+)_"
+
+# Exporting: grades.csv leaves out the chapters that nobody has handed in yet (stock nbgrader
+# writes a 0 for every student there).
+c.ExportApp.plugin_class = "solutions.grading.export.CourseCsvExport"

@@ -3,8 +3,10 @@
     python bench/bench_grading.py [--students 30] [--baseline 3]
 
 Prints, with the load average beside every figure: seconds per notebook (median, 90th
-percentile) and for the class, for 1 and 2 workers, each graded in its own sandbox; and, as a
-baseline measured in the same run, stock `nbgrader autograde` on a few of the same notebooks.
+percentile) and for the class, for 1 and 2 workers, each graded in its own sandbox (and its
+trusted side in a fresh process of its own); and, as a baseline measured in the same run, stock
+`nbgrader autograde` on a few of the same notebooks of every chapter. Last, a table: per chapter,
+notebooks per minute (wall time) with 1 and 2 workers beside stock nbgrader's.
 The class is a realistic mix: 60% solved, 20% untouched stubs, 20% with one wrong exercise.
 Targets: median <= 2 s per notebook, isolation included (issue 8: withholding package copy, one
 exercise at a time over pipes, memory cgroup, size-limited scratch); 30 students x 6 chapters
@@ -52,13 +54,17 @@ def make_class(course_dir: Path, chapter: str, students: int) -> None:
         nbformat.write(nb, folder / f"{chapter}.ipynb")
 
 
-def grade_class(course_dir: Path, workers: int, chapters: list[str]) -> tuple[float, list[float]]:
+def grade_class(course_dir: Path, workers: int, chapters: list[str],
+                walls: dict | None = None) -> tuple[float, list[float]]:
     shutil.rmtree(course_dir / "graded", ignore_errors=True)
     start = time.perf_counter()
     per_notebook = []
     for chapter in chapters:
         before = load()
+        chapter_start = time.perf_counter()
         results = batch.grade_assignment(course_dir, chapter, workers=workers, progress=False)
+        if walls is not None:
+            walls[chapter] = (time.perf_counter() - chapter_start, len(results), before, load())
         for r in results:
             if "seconds" not in r:  # the grader itself failed on it: say why, never hide it
                 print(f"  GRADER FAILURE on {r['student']}: {r.get('reasons')}\n{r.get('traceback', '')[-3000:]}")
@@ -106,15 +112,18 @@ def main() -> None:
             make_class(course_dir, chapter, args.students)
         notebooks = args.students * len(chapters)
 
-        baseline = stock_nbgrader(course_dir, chapters[0], args.baseline) if args.baseline else []
-        if baseline:
-            print(f"stock nbgrader autograde: median {statistics.median(baseline):.2f} s per notebook "
-                  f"(n={len(baseline)})   [{load()}]")
+        stock = {}  # chapter -> seconds per notebook, one at a time
+        for chapter in chapters if args.baseline else []:
+            before = load()
+            times = stock_nbgrader(course_dir, chapter, args.baseline)
+            stock[chapter] = (times, before, load())
+            print(f"stock nbgrader autograde, {chapter}: median {statistics.median(times):.2f} s per notebook "
+                  f"(n={len(times)})   [before: {before}; after: {load()}]")
 
-        rows = {}
+        rows, walls = {}, {1: {}, 2: {}}
         for workers in (1, 2):
             before = load()
-            wall, per = grade_class(course_dir, workers, chapters)
+            wall, per = grade_class(course_dir, workers, chapters, walls[workers])
             rows[workers] = wall
             per.sort()
             p90 = per[min(len(per) - 1, int(0.9 * len(per)))]
@@ -123,9 +132,16 @@ def main() -> None:
                   f"[before: {before}; after: {load()}]")
         six = rows[2] / len(chapters) * 6
         print(f"projected for {args.students} students x 6 chapters with 2 workers: {six / 60:.1f} min (target <= 10 min)")
-        if baseline:
-            print(f"speed-up over stock nbgrader, median per notebook: "
-                  f"{statistics.median(baseline) / (rows[1] / notebooks):.1f}x with 1 worker")
+        print("\nthroughput, notebooks per minute of wall time (same run; load average before -> after):")
+        print(f"  {'chapter':<16} {'ours, 1 worker':>15} {'ours, 2 workers':>16} {'stock nbgrader':>15}  speed-up (1 worker)")
+        for chapter in chapters:
+            ours = {w: walls[w][chapter] for w in (1, 2)}
+            per_min = {w: 60 * n / max(t, 1e-9) for w, (t, n, _, _) in ours.items()}
+            times = stock.get(chapter, ([], "", ""))[0]
+            stock_min = 60 / statistics.median(times) if times else float("nan")
+            print(f"  {chapter:<16} {per_min[1]:>15.1f} {per_min[2]:>16.1f} {stock_min:>15.1f}  "
+                  f"{per_min[1] / stock_min:.1f}x   [ours: {ours[1][2]} -> {ours[2][3]}; "
+                  f"stock: {stock[chapter][1] + ' -> ' + stock[chapter][2] if chapter in stock else 'not run'}]")
 
 
 if __name__ == "__main__":

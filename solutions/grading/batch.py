@@ -4,7 +4,13 @@
 
 Submissions are read from nbgrader's ``submitted/<student>/<assignment>/`` (``nbgrader
 zip_collect`` puts them there). Each is graded by :func:`solutions.grading.grader.grade` in its
-own sandbox; worker threads only wait on sandboxes, and this process alone writes:
+own sandbox, and the trusted side of that work (reading the notebook, scanning it, drawing the
+hidden inputs, comparing) runs in a fresh process of its own too (:func:`grade_isolated`): no
+submission can leave this interpreter, or the one grading the next submission, in a state that
+changes another's result (a huge, deeply nested notebook once made ``ast.parse`` fail for a
+later student: CPython keeps the AST converter's depth counter per interpreter, not per
+thread). A process that dies without a result is replaced and the submission retried once.
+This process alone writes:
 
 * ``graded/<assignment>/<student>.json``: the full result (written to a temporary file, then
   renamed, so a crash never leaves half a result);
@@ -12,10 +18,16 @@ own sandbox; worker threads only wait on sandboxes, and this process alone write
   human should look; ``nbgrader export`` then works as usual;
 * ``feedback/<student>/<assignment>/<assignment>.html``: per exercise, what passed, what failed
   and why, in plain words, without the hidden inputs.
+
+Sharded (``grade --shard K/N``, for a batch engine: :func:`shard_of`), a run grades only its
+share of the submissions and writes only their result files; ``grade --merge`` then fills the
+gradebook and the feedback from every result file (:func:`merge_assignment`), so that the
+gradebook, one SQLite file, never has two writers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import os
@@ -25,7 +37,6 @@ import tempfile
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from solutions.grading import grader, sandbox, verdicts
@@ -33,13 +44,25 @@ from solutions.grading.collect import notebook_chapter_of
 
 
 def course_secret(course_dir: Path) -> bytes:
-    """The course's grading secret (hidden inputs are drawn from it); made on first use."""
+    """The course's grading secret (hidden inputs are drawn from it); made on first use
+    (``release`` makes it, else the first ``grade``), atomically: shards that start at once
+    all read the same one. Raises ValueError if the file was damaged."""
     path = course_dir / ".grading" / "secret"
     path.parent.mkdir(mode=0o700, exist_ok=True)
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
+        tmp = path.with_name(f".secret.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)  # fails if another process made it first: theirs is kept
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
     return bytes.fromhex(path.read_text().strip())
 
 
@@ -104,6 +127,7 @@ def record_in_gradebook(course_dir: Path, result: dict, released: grader.Release
 
     from nbgrader.api import Gradebook, MissingEntry
 
+    _tools_on_path()
     assignment, student = result["assignment"], result["student"]
     with warnings.catch_warnings(), Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}") as gb:
         # nbgrader's add_submission trips a known, harmless SQLAlchemy autoflush warning
@@ -124,13 +148,24 @@ def record_in_gradebook(course_dir: Path, result: dict, released: grader.Release
         gb.db.commit()
 
 
+def _tools_on_path() -> None:
+    """nbgrader's gradebook runs ``alembic`` by name: find it next to this interpreter, also when
+    its environment was not activated (``/path/to/clone/.venv/bin/python -m solutions.grading``)."""
+    bin_dir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if bin_dir not in path.split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + path
+
+
 def feedback_html(result: dict) -> str:
     rows = []
     for e in result["exercises"]:
         mark = "✔" if e["verdict"] == "passed" else "✘"
+        outcome = e.get("outcome") or verdicts.exercise_outcome(e["verdict"], e["message"])
         rows.append(
             f"<tr><td>{mark}</td><td><code>{html.escape(e['name'])}</code></td>"
-            f"<td>{e['points']:g} / {e['max_points']:g}</td><td>{html.escape(e['verdict'])}</td>"
+            f"<td>{e['points']:g} / {e['max_points']:g}</td>"
+            f"<td>{html.escape(verdicts.LABELS.get(outcome, str(outcome)))}</td>"
             f"<td><pre>{html.escape(e['message'])}</pre></td></tr>"
         )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.get("notes", []))
@@ -156,39 +191,209 @@ def grade_assignment(
     students: list[str] | None = None,
     settings: grader.Settings | None = None,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> list[dict]:
+    """Grade every submission of ``assignment`` (or of ``students``); returns the results sorted
+    by student. Unsharded, each result is recorded as it comes (result file, feedback,
+    gradebook); with ``shard=(k, n)`` only the submissions of shard k of n (:func:`shard_of`)
+    are graded and only their result files are written (``merge_assignment`` does the rest)."""
     course_dir = Path(course_dir).resolve()
     released = grader.load_released(course_dir / "release" / assignment / f"{assignment}.ipynb", assignment)
     secret = course_secret(course_dir)
     submissions = find_submissions(course_dir, assignment, students)
+    if shard is not None:
+        submissions = [s for s in submissions if shard_of(s.student, assignment, shard[1]) == shard[0]]
+    label = assignment if shard is None else f"{assignment} (shard {shard[0]}/{shard[1]})"
     results: list[dict] = []
-    bar = _Progress(len(submissions), assignment, enabled=progress)
-
-    def one(submission: grader.Submission) -> dict:
-        try:
-            return grader.grade(submission, released, secret, settings)
-        except BaseException as exc:  # the grader's own bug must not cost a result
-            return crashed_result(submission, released, exc)
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(one, s): s for s in submissions}
-        for future in as_completed(futures):
-            submission = futures[future]
-            try:
-                result = future.result()
-            except BaseException as exc:
-                result = crashed_result(submission, released, exc)
-            record(course_dir, assignment, submission, result, released)
+    bar = _Progress(len(submissions), label, enabled=progress)
+    try:
+        for submission, result in grade_isolated(submissions, released, secret, settings, workers):
+            if shard is None:
+                result = record(course_dir, assignment, submission, result, released)
+            else:
+                result = write_result(course_dir, assignment, submission, result, released)
             results.append(result)
             bar.step(result)
-    bar.close()
+    finally:
+        bar.close()
     return sorted(results, key=lambda r: r["student"])
 
 
-def record(course_dir: Path, assignment: str, submission: grader.Submission, result: dict,
-           released: grader.Released) -> None:
-    """Result file, feedback and gradebook entry for one submission; no value in the result
-    can stop the batch: each step has its own guard and a plain fallback."""
+# --------------------------------------------------------------------------------------------
+# the trusted side of each submission in a fresh process
+
+
+def _context():
+    """Processes forked from a server that imported the grader once (cheap to start, and forked
+    from a process without threads, which is safe); each grades one submission, then exits."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["solutions.grading.grader"])
+    return context
+
+
+def _grade_in_child(conn, submission: grader.Submission, released: grader.Released, secret: bytes,
+                    settings: grader.Settings | None, environ: dict) -> None:
+    """The body of a grading process: grade one submission, send the result, exit."""
+    os.environ.clear()
+    os.environ.update(environ)  # the server started earlier: use the environment of now
+    try:
+        result = grader.grade(submission, released, secret, settings)
+    except BaseException as exc:  # the grader's own bug must not cost a result
+        result = crashed_result(submission, released, exc)
+    conn.send(result)
+    conn.close()
+
+
+def trusted_limit_s(settings: grader.Settings | None) -> float:
+    """How long a grading process may take before it is stopped: the notebook's budget (which
+    bounds the grader's own work too), twice, plus start-up."""
+    return 2 * (settings or grader.Settings()).notebook_budget_s + 120
+
+
+def grade_isolated(submissions: list[grader.Submission], released: grader.Released, secret: bytes,
+                   settings: grader.Settings | None = None, workers: int = 1, *, tries: int = 2,
+                   target=None):
+    """Yield ``(submission, result)`` in the order they finish, each graded in a process of its
+    own, at most ``workers`` at once. A process that dies or hangs without a result is replaced
+    and the submission graded again in a fresh one, up to ``tries`` times in all; then it gets a
+    "needs attention" result that says so. ``target`` (tests only) replaces the process body."""
+    from multiprocessing.connection import wait
+
+    context, target = _context(), target or _grade_in_child
+    released.package()  # built once here, handed to every process with ``released``
+    pending = [(s, 1) for s in submissions]
+    pending.reverse()  # popped from the end: in order
+    running: dict = {}  # connection -> (process, submission, try, started)
+    limit = trusted_limit_s(settings)
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, workers):
+                submission, attempt = pending.pop()
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(target=target, daemon=True,
+                                          args=(send, submission, released, secret, settings, dict(os.environ)))
+                process.start()
+                send.close()
+                running[receive] = (process, submission, attempt, time.monotonic())
+            ready = wait([*running, *(p.sentinel for p, *_ in running.values())], timeout=1.0)
+            for conn, (process, submission, attempt, started) in list(running.items()):
+                result, failure = None, None
+                if conn in ready or conn.poll():
+                    try:
+                        result = conn.recv()
+                    except (EOFError, OSError):
+                        process.join(5)
+                        failure = f"its grading process ended without a result (exit code {process.exitcode})"
+                    except Exception as exc:  # a result that does not unpickle: the grader's bug
+                        failure = f"its result could not be read back ({type(exc).__name__})"
+                elif not process.is_alive():
+                    process.join()
+                    failure = f"its grading process ended without a result (exit code {process.exitcode})"
+                elif time.monotonic() - started > limit:
+                    process.kill()
+                    failure = f"its grading process ran for more than {limit:g} s"
+                else:
+                    continue
+                del running[conn]
+                conn.close()
+                process.join(5)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+                if failure is None and isinstance(result, dict):
+                    yield submission, result
+                elif attempt < tries:
+                    pending.append((submission, attempt + 1))  # a fresh process, at once
+                else:
+                    error = RuntimeError(f"{failure or 'its result was not a result'}, {attempt} times")
+                    yield submission, crashed_result(submission, released, error)
+    finally:
+        for conn, (process, *_) in running.items():
+            process.kill()
+            process.join()
+            conn.close()
+
+
+# --------------------------------------------------------------------------------------------
+# shards for a batch engine, and the merge
+
+
+def shard_of(student: str, assignment: str, count: int) -> int:
+    """Which of ``count`` shards grades a submission: from a hash of its chapter and student
+    alone, so that every shard agrees without talking to the others, and a shard rerun later
+    (after more students handed in) grades the same ones as before."""
+    digest = hashlib.sha256(f"{assignment}/{student}".encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+def parse_shard(text: str | None, environ: dict | None = None) -> tuple[tuple[int, int] | None, str]:
+    """``(k, n)`` from ``--shard K/N`` (K counts from 0), else from a batch engine's variables:
+    Slurm's ``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT`` (less ``SLURM_ARRAY_TASK_MIN``, so
+    ``--array=1-3`` works too), or a Kubernetes Indexed Job's ``JOB_COMPLETION_INDEX`` with
+    ``JOB_COMPLETIONS`` (which the manifest sets: Kubernetes gives no count). Returns
+    ``(None, "")`` when none is set, and where the shard came from. Raises ValueError with the
+    reason for anything else."""
+    env = os.environ if environ is None else environ
+    if text is not None:
+        where = f"--shard {text}"
+        k, _, n = text.partition("/")
+    elif env.get("SLURM_ARRAY_TASK_ID") not in (None, ""):
+        where = "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT"
+        if not env.get("SLURM_ARRAY_TASK_COUNT"):
+            raise ValueError("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")
+        try:
+            k = str(int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN") or 0))
+        except ValueError:
+            raise ValueError(f"SLURM_ARRAY_TASK_ID={env['SLURM_ARRAY_TASK_ID']!r} is not a number") from None
+        n = env["SLURM_ARRAY_TASK_COUNT"]
+    elif env.get("JOB_COMPLETION_INDEX") not in (None, ""):
+        where = "JOB_COMPLETION_INDEX/JOB_COMPLETIONS"
+        if not env.get("JOB_COMPLETIONS"):
+            raise ValueError("JOB_COMPLETION_INDEX is set but JOB_COMPLETIONS is not: set it in the Job's "
+                             "environment to the same number as spec.completions")
+        k, n = env["JOB_COMPLETION_INDEX"], env["JOB_COMPLETIONS"]
+    else:
+        return None, ""
+    try:
+        k, n = int(k), int(n)
+    except ValueError:
+        raise ValueError(f"{where}: give the shard as K/N, two whole numbers, e.g. 0/3") from None
+    if n < 1 or not 0 <= k < n:
+        raise ValueError(f"{where}: shard {k} of {n} does not exist; shards count from 0 to N-1")
+    return (k, n), where
+
+
+def result_path(course_dir: Path, assignment: str, student: str) -> Path:
+    return course_dir / "graded" / assignment / f"{student}.json"
+
+
+def merge_assignment(course_dir: Path, assignment: str, students: list[str] | None = None) -> tuple[list[dict], list[str]]:
+    """Record every result file of ``assignment`` (written by shards) in the gradebook and write
+    its feedback. Returns ``(results, missing)``: the students whose submission has no result
+    file yet, or only one older than the submission (a shard that died, or has not run)."""
+    course_dir = Path(course_dir).resolve()
+    released = grader.load_released(course_dir / "release" / assignment / f"{assignment}.ipynb", assignment)
+    results, missing = [], []
+    for submission in find_submissions(course_dir, assignment, students):
+        path = result_path(course_dir, assignment, submission.student)
+        try:
+            if path.stat().st_mtime_ns < submission.path.stat().st_mtime_ns:
+                raise ValueError("older than the submission")
+            result = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(result, dict) or result.get("student") != submission.student:
+                raise ValueError("not this submission's result")
+        except (OSError, ValueError):
+            missing.append(submission.student)
+            continue
+        results.append(record(course_dir, assignment, submission, result, released, write=False))
+    return results, missing
+
+
+def write_result(course_dir: Path, assignment: str, submission: grader.Submission, result: dict,
+                 released: grader.Released, *, write: bool = True) -> dict:
+    """The result file of one submission (what a shard writes); returns the result as written."""
     student = submission.student  # the folder name, not a value from the notebook
     try:
         result = grader.clean(result)
@@ -196,10 +401,21 @@ def record(course_dir: Path, assignment: str, submission: grader.Submission, res
     except Exception as exc:
         result = crashed_result(submission, released, exc)
         text = json.dumps(result, indent=2)
-    try:
-        write_atomically(course_dir / "graded" / assignment / f"{student}.json", text)
-    except Exception as exc:
-        _warn(f"could not write the result of {student}: {exc}")
+    if write:
+        try:
+            write_atomically(result_path(course_dir, assignment, student), text)
+        except Exception as exc:
+            _warn(f"could not write the result of {student}: {exc}")
+    return result
+
+
+def record(course_dir: Path, assignment: str, submission: grader.Submission, result: dict,
+           released: grader.Released, *, write: bool = True) -> dict:
+    """Result file (unless ``write`` is false: a merge), feedback and gradebook entry for one
+    submission; returns the result as recorded. No value in the result can stop the batch: each
+    step has its own guard and a plain fallback."""
+    student = submission.student
+    result = write_result(course_dir, assignment, submission, result, released, write=write)
     feedback = course_dir / "feedback" / student / assignment / f"{assignment}.html"
     try:
         page = feedback_html(result)
@@ -214,6 +430,7 @@ def record(course_dir: Path, assignment: str, submission: grader.Submission, res
         record_in_gradebook(course_dir, result, released)
     except Exception as exc:  # the result file is kept; say so plainly
         _warn(f"could not record {student} in the gradebook: {exc}")
+    return result
 
 
 def _warn(message: str) -> None:
@@ -221,26 +438,32 @@ def _warn(message: str) -> None:
 
 
 class _Progress:
+    """A bar in a terminal (tqdm); in a file or a pipe, one plain line per submission (no
+    carriage returns or escape codes in a log)."""
+
     def __init__(self, total: int, label: str, enabled: bool) -> None:
-        self.total, self.label, self.enabled = total, label, enabled
-        self.done, self.start = 0, time.monotonic()
+        self.total, self.label, self.enabled, self.done = total, label, enabled, 0
+        self.bar = None
+        if enabled and total and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=label, unit="submission", file=sys.stderr, dynamic_ncols=True)
 
     def step(self, result: dict) -> None:
         self.done += 1
         if not self.enabled:
             return
-        width = 30
-        filled = int(width * self.done / max(self.total, 1))
         mark = "" if result["status"] == "graded" else " (needs attention)"
-        sys.stderr.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-            f"{time.monotonic() - self.start:5.0f} s  {grader.clean(result['student'])[:60]}: {result['score']:g}/{result['max_score']:g}{mark}\033[K"
-        )
-        sys.stderr.flush()
+        text = f"{grader.clean(result['student'])[:60]}: {result['score']:g}/{result['max_score']:g}{mark}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(1)
+        else:
+            print(f"{self.label} {self.done}/{self.total} {text}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self.enabled and self.total:
-            sys.stderr.write("\n")
+        if self.bar is not None:
+            self.bar.close()
 
 
 def preflight(course_dir: Path, settings: grader.Settings) -> str:

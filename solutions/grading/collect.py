@@ -23,6 +23,7 @@ another chapter. No single file can stop the collection of the others.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from typing import Optional
@@ -102,6 +103,7 @@ class CourseCollector(FileNameCollectorPlugin):
     def collect(self, submitted_file: str) -> Optional[dict]:
         try:
             if self._plan is None:
+                self._quiet_generic_skips()
                 self._plan = self._make_plan()
             if submitted_file not in self._plan:
                 self._plan[submitted_file] = self._identify(submitted_file)
@@ -109,6 +111,17 @@ class CourseCollector(FileNameCollectorPlugin):
         except Exception as exc:  # one strange file never stops the others
             self.log.warning("Skipped %s: %s: %s", submitted_file, type(exc).__name__, exc)
             return None
+
+    def _quiet_generic_skips(self) -> None:
+        """Every file this plugin skips has its own line in the log saying why (a duplicate, not a
+        notebook, another chapter); nbgrader then adds "Skipped submission with no match
+        information provided", which reads like a naming problem: that line is left out."""
+        class _Filter(logging.Filter):
+            def filter(self, record: logging.LogRecord) -> bool:
+                return not str(record.msg).startswith("Skipped submission with no match information provided")
+
+        if not any(isinstance(f, logging.Filter) and type(f).__name__ == "_Filter" for f in self.log.filters):
+            self.log.addFilter(_Filter())
 
     # -- the whole download at once: identities, then duplicates
 
@@ -153,6 +166,7 @@ class CourseCollector(FileNameCollectorPlugin):
 
     def _identify(self, submitted_file: str) -> Optional[dict]:
         if os.path.splitext(submitted_file)[1] not in self.valid_ext:
+            self.log.info("Skipped %s: not a notebook", submitted_file)
             return None
         assignment = self.parent.coursedir.assignment_id
         name = os.path.basename(submitted_file)
@@ -182,6 +196,11 @@ class CourseCollector(FileNameCollectorPlugin):
         return {"student_id": student, "file_id": f"{chapter}.ipynb"}
 
     def _student_in(self, name: str) -> Optional[str]:
+        """The student a file name names, or None. A course notebook's own name (``04_mlp.ipynb``,
+        ``Copy of 04_mlp (1).ipynb``) names nobody, though ``04_`` fits the student-id pattern."""
+        plain = re.sub(r"^(Copy of )+", "", name)
+        if any(plain.startswith(chapter) for chapter in solutions.CHAPTERS):
+            return None
         match = re.match(self.named_regexp, name) if self.named_regexp else None
         return match.group("student_id") if match else None
 

@@ -45,7 +45,12 @@ def nbgrader(course_dir: Path, *args: str, check: bool = True) -> subprocess.Com
 
 
 def release(course_dir: Path, chapters: list[str] | None = None) -> None:
-    """``nbgrader generate_assignment`` for each chapter (adds it to the gradebook too)."""
+    """``nbgrader generate_assignment`` for each chapter (adds it to the gradebook too), and the
+    course's grading secret (``.grading/secret``, readable by its owner only), so that it exists
+    before any grading starts, however many machines grade at once."""
+    from solutions.grading.batch import course_secret
+
+    course_secret(Path(course_dir))
     for chapter in chapters or solutions.CHAPTERS:
         result = nbgrader(course_dir, "generate_assignment", chapter, "--force", check=False)
         if result.returncode != 0:

@@ -42,15 +42,7 @@ from solutions.checks import specs_for
 from solutions.grading import reading, verdicts
 
 OUTCOMES = verdicts.OUTCOMES + ("no_result",)
-LABELS = {
-    "passed": "passed",
-    "failed": "failed",
-    "unfinished": "unfinished",
-    "timed_out": "timed out",
-    "not_run": "not run",
-    "needs_attention": "needs attention",
-    "no_result": "no result",
-}
+LABELS = {**verdicts.LABELS, "no_result": "no result"}
 MEANING = {
     "passed": "correct on all hidden test inputs",
     "failed": "a wrong answer, an error, or a function that is missing",
@@ -483,6 +475,14 @@ def _students_table(report: ChapterReport) -> str:
             + "".join(rows) + "</table>")
 
 
+def fewest_passed(report: ChapterReport) -> list:
+    """The exercises that the fewest students passed: all of them where several tie."""
+    if not report.exercises:
+        return []
+    least = min(e.count("passed") for e in report.exercises)
+    return [e for e in report.exercises if e.count("passed") == least]
+
+
 def overview_html(reports: list[ChapterReport], *, names: bool = False) -> str:
     out = ["<h1>Class report: every chapter</h1>", _banner(names), "<table><tr><th>chapter</th><th>results</th><th>figure</th></tr>"]
     for report in reports:
@@ -490,9 +490,11 @@ def overview_html(reports: list[ChapterReport], *, names: bool = False) -> str:
         if report.has_results:
             failed = sum(e.count("failed") for e in report.exercises)
             unexplained = sum(len(e.unexplained) for e in report.exercises)
-            hardest = min(report.exercises, key=lambda e: (e.count("passed"), -e.count("failed")), default=None)
+            hardest = fewest_passed(report)
             detail = (f"{html.escape(_summary(report))}<br>{failed} failed exercise(s), {unexplained} of them unexplained"
-                      + (f"; fewest passed: <code>{html.escape(hardest.name)}</code>" if hardest else ""))
+                      + (f"; fewest passed ({hardest[0].count('passed')} each): "
+                         + ", ".join(f"<code>{html.escape(e.name)}</code>" for e in hardest) if len(hardest) > 1
+                         else f"; fewest passed: <code>{html.escape(hardest[0].name)}</code>" if hardest else ""))
             figure = _img(report, width=6.5, css_width="36em")
         else:
             detail, figure = "<b>No results.</b>" + (f" {len(report.no_result)} handed in, not graded yet." if report.no_result else ""), ""

@@ -22,6 +22,15 @@ from solutions.grading.reading import Exercise
 
 # What happened to one exercise, in the class report's words (an exercise result's "outcome")
 OUTCOMES = ("passed", "failed", "unfinished", "timed_out", "not_run", "needs_attention")
+# ... and how the feedback pages and the class report write them (one vocabulary for both)
+LABELS = {
+    "passed": "passed",
+    "failed": "failed",
+    "unfinished": "unfinished",
+    "timed_out": "timed out",
+    "not_run": "not run",
+    "needs_attention": "needs attention",
+}
 
 
 def _exercise_result(exercise: Exercise, points: float, verdict: str, message: str, *,
