@@ -222,6 +222,20 @@ def decode_utf8_sig(ids, vocab):
     return data.decode("utf-8-sig", errors="replace")
 
 
+def decode_dropping_nul(ids, vocab):
+    """Drops NUL characters, as C strings would end at them: they are characters of the text."""
+    return ref.decode(ids, vocab).replace("\x00", "")
+
+
+def get_pair_counts_skipping_newlines(ids):
+    """Skips the pairs that hold a newline byte, as if lines were separate texts."""
+    counts = {}
+    for pair in zip(ids, ids[1:]):
+        if 10 not in pair:
+            counts[pair] = counts.get(pair, 0) + 1
+    return counts
+
+
 def decode_knows_50256(ids, vocab):
     """Knows GPT-2's <|endoftext|> without the vocabulary: an id the vocab lacks is an error."""
     pieces = []
@@ -258,6 +272,8 @@ def text_to_bytes_ignoring_errors(text):
         ("decode", decode_knows_50256, ["id 50256 (GPT-2's <|endoftext|>), not in this vocab should raise ValueError"]),
         ("compression_ratio", compression_ratio_stripped,
          ["Hint: the ratio counts every byte of the text, the whitespace at its ends included"]),
+        ("decode", decode_dropping_nul, ["control characters"]),
+        ("get_pair_counts", get_pair_counts_skipping_newlines, ["the bytes of text with newlines"]),
         ("text_to_bytes", text_to_bytes_ignoring_errors,
          ["a lone surrogate", "should raise UnicodeEncodeError", "errors='ignore' drops it"]),
     ],
@@ -395,6 +411,7 @@ def test_the_special_texts_each_tell_their_change_apart():
         "leading and trailing whitespace": str.strip,
         "a byte-order mark first": lambda t: t.encode("utf-8").decode("utf-8-sig"),
         "the special-token string <|endoftext|>": lambda t: t.replace(ref.ENDOFTEXT, ""),
+        "control characters (NUL, escape, delete)": lambda t: t.replace("\x00", ""),
     }
     assert set(labelled) == set(changes)
     for label, change in changes.items():

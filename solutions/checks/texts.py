@@ -7,7 +7,8 @@ counterpart of the tensor families (zeros, infinities, ties) of the later chapte
 * the **text family** (:func:`special_texts`, :func:`lone_surrogate`): newlines (``\\n`` and
   ``\\r\\n``), upper case, Unicode that is not normalised (a combining accent, which NFC would
   join with its letter; a ligature and a superscript, which NFKC would replace), leading and
-  trailing whitespace, a byte-order mark, the special-token string ``<|endoftext|>``, and a str
+  trailing whitespace, a byte-order mark, the special-token string ``<|endoftext|>``, control
+  characters (NUL, escape, delete), and a str
   that holds a lone surrogate (it has no UTF-8 form) for the exercises whose contract says what
   happens to one;
 * the **size family** (:func:`long_text`, :func:`long_ids`): inputs of thousands of items, so
@@ -76,6 +77,8 @@ def special_texts(rng: random.Random) -> list[tuple[str, str]]:
          f"{rng.choice(_EDGE_SPACE)}{_words(rng, 3)}{rng.choice(_EDGE_SPACE)}"),
         ("a byte-order mark first", f"\ufeff{_words(rng, 3)}"),
         ("the special-token string <|endoftext|>", f"{_words(rng, 2)}{ENDOFTEXT}{_words(rng, 1)}"),
+        ("control characters (NUL, escape, delete)",
+         f"{_words(rng, 1)}\x00{_words(rng, 1)}\x1b[0m\x7f {_words(rng, 1)}\x00"),
     ]
 
 

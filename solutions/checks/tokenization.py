@@ -103,6 +103,7 @@ def _cases_get_pair_counts(seed: int) -> list[Case]:
         Case(([300, 2, 300, 2, 300],), label="ids above 255"),
     ]
     cases += [Case((_ids(rng, rng.randint(2, 4), 20),), label="random ids") for _ in range(10)]
+    cases += [Case((ref.text_to_bytes(text),), label=f"the bytes of {label}") for label, text in special_texts(rng)]
     cases.append(Case((long_ids(rng, 5000, [97, 98, 32, 256, 300, 301]),), label="5,000 ids"))
     return cases
 
@@ -225,6 +226,10 @@ def _cases_merge(seed: int) -> list[Case]:
         start = rng.randrange(len(ids) - 1)
         pair = (ids[start], ids[start + 1])
         cases.append(Case((ids, pair, 256 + rng.randint(0, 50)), label="random ids"))
+    for label, text in special_texts(rng):
+        ids = ref.text_to_bytes(text)
+        special = next((i for i in range(len(ids) - 1) if ids[i] < 48 or ids[i] > 127), 0)  # not a letter
+        cases.append(Case((ids, (ids[special], ids[special + 1]), 256 + rng.randint(0, 50)), label=f"the bytes of {label}"))
     ids = long_ids(rng, 5000, [97, 98, 99, 256, 257])
     cases.append(Case((ids, (ids[10], ids[11]), 300), label="5,000 ids"))
     return cases
