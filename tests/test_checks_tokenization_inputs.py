@@ -437,3 +437,15 @@ def train_bpe_counting_all_but_the_last_byte(text, vocab_size):
 def test_a_composite_failure_says_the_helpers_were_the_references():
     message = fails_everywhere("train_bpe", train_bpe_counting_all_but_the_last_byte)
     assert "with the reference text_to_bytes, get_pair_counts, most_frequent_pair and merge in place of yours" in message
+
+
+@pytest.mark.parametrize("spec", check.specs_for("01_tokenization"), ids=lambda s: s.name)
+def test_each_check_stays_well_under_a_second_with_thousands_of_items(spec, capsys):
+    # the size family makes every check do real work; measured in CPU time (a busy machine's
+    # waiting is not the check's cost), on a seed no other test uses, so nothing is cached
+    import time
+
+    start = time.process_time()
+    check_function(spec, spec.reference, seed=31337, device="cpu")
+    assert time.process_time() - start < 1.0, spec.name
+    assert "correct" in capsys.readouterr().out
