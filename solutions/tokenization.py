@@ -1027,6 +1027,14 @@ def _build_merge_vocab(merges: Mapping[Pair, int], base_bytes: bytes) -> dict[in
     return vocab
 
 
+def _check_vocab_entry(token_id: object, data: object) -> None:
+    """TypeError unless a vocabulary entry is a non-negative int id -> non-empty bytes."""
+    if not _is_int(token_id) or token_id < 0:
+        raise TypeError(f"vocab ids must be non-negative ints, got {token_id!r}")
+    if not isinstance(data, bytes) or not data:
+        raise TypeError(f"vocab[{token_id}] must be non-empty bytes, got {data!r}")
+
+
 def _add_unreachable(merge_vocab: dict[int, bytes], unreachable: Mapping[int, bytes]) -> dict[int, bytes]:
     """``merge_vocab`` with the entries no merge makes (see ``Tokenizer.unreachable``) added.
 
@@ -1037,10 +1045,9 @@ def _add_unreachable(merge_vocab: dict[int, bytes], unreachable: Mapping[int, by
         raise TypeError(f"unreachable must be a dict of id -> bytes, got {type(unreachable).__name__}")
     combined = dict(merge_vocab)
     for token_id, data in unreachable.items():
-        if not _is_int(token_id) or token_id < 256:
-            raise ValueError(f"an unreachable entry needs an int id of 256 or more, got {token_id!r}")
-        if not isinstance(data, bytes) or not data:
-            raise TypeError(f"unreachable entry {token_id} must be non-empty bytes, got {data!r}")
+        _check_vocab_entry(token_id, data)
+        if token_id < 256:
+            raise ValueError(f"an unreachable entry needs an id of 256 or more, got {token_id}")
         if token_id in merge_vocab:
             raise ValueError(f"unreachable entry {token_id} ({data!r}) has the id of a merge")
         combined[token_id] = data
@@ -1151,10 +1158,7 @@ def _merges_from_bytes(
     special_ids = {token_id: text for text, token_id in special_tokens.items()}
     id_of: dict[bytes, int] = {}
     for token_id, data in vocab.items():
-        if not _is_int(token_id) or token_id < 0:
-            raise TypeError(f"vocab ids must be non-negative ints, got {token_id!r}")
-        if not isinstance(data, bytes) or not data:
-            raise TypeError(f"vocab[{token_id}] must be non-empty bytes, got {data!r}")
+        _check_vocab_entry(token_id, data)
         if token_id in special_ids:
             text = special_ids[token_id]
             if isinstance(text, str) and data != text.encode("utf-8"):

@@ -1094,7 +1094,7 @@ def test_set_merges_is_all_or_nothing(trained, merges, base_bytes, special_token
         ([(300, b"zz")], TypeError),  # not a mapping
         ({255: b"zz"}, ValueError),  # a byte's id
         ({256: b"zz"}, ValueError),  # a merge's id
-        ({"300": b"zz"}, ValueError),  # not an int id
+        ({"300": b"zz"}, TypeError),  # not an int id
         ({300: "zz"}, TypeError),  # not bytes
         ({300: b""}, TypeError),  # empty
         ({5000: b"zz"}, ValueError),  # <|pad|>'s id: a special token may not share it
