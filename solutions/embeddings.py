@@ -43,7 +43,8 @@ from solutions.tokenization import load_tiny_shakespeare
 def one_hot_embed(tokens: torch.Tensor, W_E: torch.Tensor) -> torch.Tensor:
     """Embed ``tokens`` by multiplying their one-hot vectors with ``W_E``.
 
-    tokens: int64 (batch, seq), ids in 0..d_vocab-1
+    tokens: integer (batch, seq), ids in 0..d_vocab-1, of any integer dtype (int64, int32,
+            int16, int8, uint8): converted to int64 first, since F.one_hot takes int64 only
     W_E:    float (d_vocab, d_model)
     returns (batch, seq, d_model), of W_E's dtype
 
@@ -51,18 +52,20 @@ def one_hot_embed(tokens: torch.Tensor, W_E: torch.Tensor) -> torch.Tensor:
     in which only row t has weight 1. Correct, but it multiplies d_vocab - 1 zeros per number.
     """
     d_vocab = W_E.shape[0]
-    one_hot = F.one_hot(tokens, num_classes=d_vocab).to(W_E.dtype)
+    one_hot = F.one_hot(tokens.long(), num_classes=d_vocab).to(W_E.dtype)
     return einops.einsum(one_hot, W_E, "batch seq d_vocab, d_vocab d_model -> batch seq d_model")
 
 
 def lookup_embed(tokens: torch.Tensor, W_E: torch.Tensor) -> torch.Tensor:
     """Embed ``tokens`` by reading rows of ``W_E``: the same result as ``one_hot_embed``.
 
-    tokens: int64 (batch, seq); W_E: float (d_vocab, d_model); returns (batch, seq, d_model).
-    Indexing with a tensor of ids copies the rows it names (a "gather"); this is what
-    ``torch.nn.Embedding`` does.
+    tokens: integer (batch, seq), of any integer dtype; W_E: float (d_vocab, d_model); returns
+    (batch, seq, d_model). Indexing with a tensor of ids copies the rows it names (a "gather");
+    this is what ``torch.nn.Embedding`` does. The ids are converted to int64 first: torch indexes
+    with int64 or int32 ids only (int16 and int8 are an IndexError), and it reads a uint8 (or
+    bool) index as a *mask* that picks the rows where it is nonzero, not as ids.
     """
-    return W_E[tokens]
+    return W_E[tokens.long()]
 
 
 class Embed(nn.Module):
@@ -80,7 +83,12 @@ class Embed(nn.Module):
         nn.init.normal_(self.W_E, mean=0.0, std=0.02)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens: integer (batch, seq) -> (batch, seq, d_model)."""
+        """tokens: integer (batch, seq) -> (batch, seq, d_model).
+
+        Any integer dtype (int64, int32, int16, int8, uint8) is an id tensor; anything else
+        (float, bool, complex) is a TypeError. The ids are read as int64: torch would refuse
+        int16/int8 indices and would take a uint8 index as a mask.
+        """
         if tokens.dtype not in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
             raise TypeError(f"tokens must be an integer tensor of token ids, got dtype {tokens.dtype}")
         # Checking costs a read-back from the GPU on every call; large-scale code often skips it.
@@ -90,7 +98,7 @@ class Embed(nn.Module):
                 f"token id {bad[0].item()} is outside the vocabulary: ids must be in "
                 f"0..{self.d_vocab - 1} (d_vocab = {self.d_vocab})"
             )
-        return self.W_E[tokens]
+        return self.W_E[tokens.long()]
 
 
 class PosEmbed(nn.Module):

@@ -56,6 +56,50 @@ def test_attention_where_padding_forces_a_causal_mask_fails():
     fails("Attention", _attention_class(forward))
 
 
+def message_of(name, answer):
+    with pytest.raises(CheckFailure) as info:
+        check_function(SPECS[name], answer, device="cpu")
+    return str(info.value)
+
+
+def test_fused_path_with_attn_mask_and_is_causal_is_told_what_happened_not_a_device_problem():
+    def forward(self, x, context=None, key_padding_mask=None):
+        q, k, v = _project(self, x, x if context is None else context)
+        causal = self.causal and context is None
+        if not self.fused:
+            return _out(self, ref.scaled_dot_product_attention(q, k, v, causal, key_padding_mask))
+        mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+        return _out(self, F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal))
+
+    message = message_of("Attention", _attention_class(forward))
+    assert "Hint: F.scaled_dot_product_attention does not take attn_mask together with is_causal=True" in message
+
+
+def test_an_ignore_buffer_is_refused_by_name_with_its_hint():
+    class Attention(ref.Attention):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.register_buffer("IGNORE", torch.tensor(float("-inf")))
+
+    Attention.__module__ = "learner"
+    message = message_of("Attention", Attention)
+    assert "parameter or buffer 'IGNORE'" in message and "persistent=False" in message
+
+
+@pytest.mark.parametrize("exercise", ["split_heads", "merge_heads"])
+def test_heads_interleaved_as_d_h_get_their_hint(exercise):
+    def split_heads(x, n_heads):
+        if x.shape[-1] % n_heads:
+            raise ValueError("d_model is not divisible by n_heads")
+        return einops.rearrange(x, "b s (d h) -> b h s d", h=n_heads)
+
+    def merge_heads(x):
+        return einops.rearrange(x, "b h s d -> b s (d h)")
+
+    message = message_of(exercise, split_heads if exercise == "split_heads" else merge_heads)
+    assert "Hint: the heads are interleaved" in message
+
+
 def test_forward_cached_that_never_uses_the_cache_fails():
     def forward_cached(attn, x_new, cache):
         X = x_new if not hasattr(cache, "_x") else torch.cat([cache._x, x_new], 1)
@@ -66,7 +110,7 @@ def test_forward_cached_that_never_uses_the_cache_fails():
         z = ref.scaled_dot_product_attention(q, k, v, causal=True)
         return (einops.einsum(z, attn.W_O, "b h s e, h e d -> b s d") + attn.b_O)[:, -x_new.shape[1]:]
 
-    fails("forward_cached", forward_cached, match="cached")
+    fails("forward_cached", forward_cached, match=r"len\(cache\)")
 
 
 def test_forward_cached_that_caches_keys_without_their_bias_fails():
@@ -78,7 +122,7 @@ def test_forward_cached_that_caches_keys_without_their_bias_fails():
         z = ref.scaled_dot_product_attention(q, k, v, causal=True)
         return einops.einsum(z, attn.W_O, "b h s e, h e d -> b s d") + attn.b_O
 
-    fails("forward_cached", forward_cached, match="cached keys")
+    fails("forward_cached", forward_cached, match="the keys the cache holds")
 
 
 def test_kv_cache_with_a_fixed_buffer_fails():

@@ -75,7 +75,7 @@ class _Embed(nn.Module):
         nn.init.normal_(self.W_E, 0.0, 0.02)
 
     def validate(self, tokens):
-        if tokens.dtype.is_floating_point:
+        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
             raise TypeError("tokens must be integers")
         bad = tokens[(tokens < 0) | (tokens >= self.d_vocab)]
         if bad.numel():
@@ -83,7 +83,7 @@ class _Embed(nn.Module):
 
     def forward(self, tokens):
         self.validate(tokens)
-        return self.W_E[tokens]
+        return self.W_E[tokens.to(torch.int64)]
 
 
 def _named(cls):
@@ -246,3 +246,57 @@ def test_the_reference_itself_earns_nothing_in_the_notebook():
 
     with pytest.raises(CheckFailure, match="the course's reference"):
         check.Embed(Embed)
+
+
+# --- issue 19: named mistakes that had no hint, and messages that blamed the check -------------
+
+
+def test_rope_in_llamas_rotate_half_layout_gets_the_pairing_hint():
+    def rotate_half(x):
+        return torch.cat((-x[..., x.shape[-1] // 2:], x[..., : x.shape[-1] // 2]), dim=-1)
+
+    def apply_rope(x, base=10000.0):
+        seq, d = x.shape[-2], x.shape[-1]
+        if d % 2:
+            raise ValueError("odd d_head")
+        inv = 1.0 / base ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+        freqs = torch.outer(torch.arange(seq, device=x.device, dtype=torch.float32), inv)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return (x.float() * emb.cos() + rotate_half(x.float()) * emb.sin()).to(x.dtype)
+
+    message = check_function_message("apply_rope", apply_rope)
+    assert "Hint: RoFormer pairs neighbouring dimensions (2i, 2i+1)" in message
+
+
+def test_posembed_with_batch_and_seq_swapped_is_told_the_axes_not_a_backward_error():
+    from solutions.embeddings import PosEmbed as Reference
+
+    class PosEmbed(Reference):
+        def forward(self, tokens):
+            batch, seq = tokens.shape
+            if seq > self.n_ctx:
+                raise ValueError(f"seq = {seq} > n_ctx = {self.n_ctx}")
+            return self.W_pos[:seq, None, :].expand(seq, batch, -1)
+
+    message = check_function_message("PosEmbed", PosEmbed)
+    assert "yours look like (seq, batch, d_model)" in message and "backward" not in message
+
+
+def test_a_parameter_left_as_torch_empty_is_named_as_never_initialised():
+    class Embed(_Embed):
+        def init(self):
+            pass  # torch.empty's memory, as it was
+
+    message = check_function_message("Embed", _named(Embed))
+    assert "Hint: W_E is never initialised: torch.empty(...)" in message
+
+
+def test_lookup_of_int8_or_uint8_ids_as_given_gets_the_int64_hint():
+    message = check_function_message("lookup_embed", lambda tokens, W_E: W_E[tokens])
+    assert "int16 ids" in message and "tokens.long()" in message
+
+
+def check_function_message(name, answer):
+    with pytest.raises(CheckFailure) as info:
+        check_function(check.SPECS[name], answer, device="cpu")
+    return str(info.value)

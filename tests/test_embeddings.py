@@ -88,6 +88,26 @@ def test_one_hot_embed_keeps_w_e_dtype():
     assert torch.equal(one_hot_embed(tokens, W_E), W_E[tokens])
 
 
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.int8, torch.uint8])
+def test_ids_of_every_integer_dtype_are_ids_never_a_mask(dtype):
+    # torch refuses int16/int8 indices and reads a uint8 index as a mask; the references convert
+    # the ids to int64 first. Shaped like W_E (and 1-D of length d_vocab), a mask would silently
+    # pick entries instead of rows.
+    W_E = torch.randn(5, 3, generator=generator(3))
+    oracle = torch.nn.Embedding.from_pretrained(W_E)
+    embed = Embed(5, 3)
+    embed.W_E.data.copy_(W_E)
+    for tokens in (torch.tensor([1, 0, 1, 1, 0]), torch.randint(0, 2, (5, 3), generator=generator(4)),
+                   torch.tensor([[4, 2], [3, 0]])):
+        want = oracle(tokens.long())
+        outs = [lookup_embed(tokens.to(dtype), W_E), embed(tokens.to(dtype))]
+        if tokens.dim() == 2:  # one_hot_embed's einsum names (batch, seq)
+            outs.append(one_hot_embed(tokens.to(dtype), W_E))
+        for out in outs:
+            assert out.shape == tokens.shape + (3,)
+            assert torch.equal(out.detach(), want)
+
+
 # --- Embed ----------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from solutions import attention as ref
 from solutions.checks.core import Case, Mistake, Spec
+from solutions.checks.embeddings import diagnose_initialisation
 from solutions.checks.modules import init_case, module_case, module_driver
 from solutions.checks.objects import cache_case, cache_driver, decoding_case, decoding_driver
 
@@ -76,6 +77,53 @@ _mask_sees_next = _mask_variant(diagonal_shift=1)
 _mask_top_left = _mask_variant(top_left=True)
 
 
+def _mask_from_values(scores):
+    # tril zeroes the future, then every 0 is taken for a masked entry: allowed zeros too
+    seq_q, seq_k = scores.shape[-2:]
+    if seq_q > seq_k:
+        raise ValueError(f"seq_q = {seq_q} > seq_k = {seq_k}")
+    kept = torch.tril(scores, diagonal=seq_k - seq_q)
+    return kept.masked_fill(kept == 0, float("-inf"))
+
+
+def _no_masked_key(case: Case) -> bool:
+    """Gradients of causal_mask are compared where nothing is masked: at a masked entry the
+    output is -inf whatever the score, so a right answer may pass 0 back (masked_fill, where) or
+    1 (adding a -inf mask); the softmax after it multiplies either by a weight of 0."""
+    scores = case.args[0]
+    return scores.shape[-2] == 1
+
+
+def _pattern_clamped(scores):
+    return torch.softmax(scores.clamp(min=-20.0), dim=-1)
+
+
+_EXACT_ZERO = (
+    "a masked score of -inf must get a weight of exactly 0, and very negative finite scores "
+    "(-1e4, -40) are real scores, not masked ones: keep -inf as it is (no clamp, no finite stand-in "
+    "such as -20 or -1e4) and let torch.softmax subtract each row's maximum."
+)
+
+
+def _diagnose_pattern(case: Case, actual, expected):
+    """A fact about this case: masked (-inf) scores got a weight, or finite scores were flattened."""
+    if not (isinstance(actual, torch.Tensor) and actual.shape == expected.shape and actual.dtype == expected.dtype):
+        return None
+    if actual.device.type == "meta":
+        return None
+    scores = case.args[0].to(actual.device)
+    if bool((actual[torch.isneginf(scores)] != 0).any()):
+        return _EXACT_ZERO  # a masked key got a weight
+    # rows whose different, very negative finite scores got one and the same weight: flattened
+    low = (torch.isfinite(scores) & (scores < -20)).reshape(-1, scores.shape[-1])
+    got, want = actual.reshape(low.shape).double(), expected.reshape(low.shape).double()
+    for row in range(low.shape[0]):
+        picked = low[row]
+        if int(picked.sum()) > 1 and float(got[row][picked].std()) == 0.0 and float(want[row][picked].std()) > 1e-6:
+            return _EXACT_ZERO
+    return None
+
+
 def _pattern_over_queries(scores):
     return scores.softmax(dim=-2)
 
@@ -114,6 +162,26 @@ def _merge_reshape_only(x):
     return x.reshape(batch, seq, n_heads * d_head)
 
 
+def _split_interleaved(x, n_heads):
+    # "(d_head n_heads)": head h gets columns h, h + n_heads, h + 2 n_heads, ...
+    batch, seq, d_model = x.shape
+    if d_model % n_heads:
+        raise ValueError("not divisible")
+    return x.view(batch, seq, d_model // n_heads, n_heads).permute(0, 3, 1, 2)
+
+
+def _merge_interleaved(x):
+    batch, n_heads, seq, d_head = x.shape
+    return x.permute(0, 2, 3, 1).reshape(batch, seq, d_head * n_heads)
+
+
+_INTERLEAVED = (
+    "the heads are interleaved: head h must get the columns h*d_head .. (h+1)*d_head - 1, a block "
+    "of d_head neighbours, i.e. \"(n_heads d_head)\" in einops, with n_heads first; "
+    "\"(d_head n_heads)\" (or viewing as (batch, seq, d_head, n_heads)) gives head h every n_heads-th column."
+)
+
+
 # --- cases ------------------------------------------------------------------------------------
 
 
@@ -132,13 +200,15 @@ def _cases_attention_scores(seed: int) -> list[Case]:
 def _cases_causal_mask(seed: int) -> list[Case]:
     rng, g = random.Random(seed), _gen(seed)
     s = _sizes(rng)
+    # the first case is the one the special-value families are derived from: all sizes differ
     cases = [
-        Case((torch.randn(s["batch"], s["n_heads"], 7, 7, generator=g),), label="seq_q = seq_k"),
         Case((torch.randn(s["batch"], s["n_heads"], 6, 9, generator=g),), label="fewer queries than keys: they are the last positions"),
+        Case((torch.randn(s["batch"], s["n_heads"], 7, 7, generator=g),), label="seq_q = seq_k"),
         Case((torch.randn(2, 1, 9, generator=g),), label="one new query (a KV cache)"),
         Case((torch.randn(5, 5, generator=g),), label="a single (seq, seq) matrix"),
         Case((torch.randn(2, 4, 7, generator=g).double(),), label="float64 scores"),
     ]
+    cases.append(Case((torch.zeros(2, 5),), label="scores of exactly 0 (an allowed score may be 0)"))
     case = Case((torch.randn(2, 6, 4, generator=g),), label="more queries than keys", mentions=("6", "4"))
     cases.append(case)
     meta = Case((torch.randn(2, 3, 6, 6, generator=g),), label="the meta device (finds tensors made without device=)")
@@ -157,6 +227,8 @@ def _cases_attention_pattern(seed: int) -> list[Case]:
         Case((masked,), label="causally masked scores (-inf above the diagonal)"),
         Case((1000 * torch.randn(2, 5, 8, generator=g),), label="large scores: exp would overflow"),
         Case((torch.randn(3, 9, generator=g).double(),), label="float64"),
+        Case((ref.causal_mask(3 * torch.randn(2, 5, 5, generator=g) - 40),), label="masked scores whose allowed scores are all below -20"),
+        Case((ref.causal_mask(torch.randn(3, 4, 6, generator=g) - 1e4),), label="masked scores whose allowed scores are near -1e4"),
     ]
 
 
@@ -228,6 +300,10 @@ def _attention_weights(g: torch.Generator, d_model: int, n_heads: int) -> dict[s
     }
 
 
+# what exercise 8 says to store; exercise 10 (forward_cached) may read n_heads and d_head
+_PROMISED = ("n_heads", "d_head", "causal", "fused")
+
+
 def _cases_Attention(seed: int) -> list[Case]:
     rng, g = random.Random(seed), _gen(seed)
     cases = []
@@ -242,7 +318,7 @@ def _cases_Attention(seed: int) -> list[Case]:
 
         def case(extra: dict, inputs: tuple, label: str):
             config = {"d_model": d_model, "n_heads": n_heads, "fused": fused, **extra}
-            return module_case(config, w, inputs, cot, f"{label}, {name}", watch=watch)
+            return module_case(config, w, inputs, cot, f"{label}, {name}", watch=watch, attributes=_PROMISED)
 
         cases.append(case({}, (x,), "causal"))
         cases.append(case({"causal": False}, (x,), "bidirectional"))
@@ -255,7 +331,8 @@ def _cases_Attention(seed: int) -> list[Case]:
         cases.append(meta)
     w = _attention_weights(g, 20, 4)
     x = torch.randn(3, 6, 20, generator=g)
-    cases.append(module_case({"d_model": 20, "n_heads": 4}, w, (x,), torch.randn(3, 6, 20, generator=g), "other sizes"))
+    cases.append(module_case({"d_model": 20, "n_heads": 4, "causal": False, "fused": True}, w, (x,), torch.randn(3, 6, 20, generator=g),
+                             "other sizes", attributes=_PROMISED))
     cases.append(module_case({"d_model": 10, "n_heads": 3}, {}, (torch.randn(1, 2, 10, generator=g),), None, "d_model not divisible by n_heads"))
     cases.append(init_case({"d_model": 240, "n_heads": 4}, "the initial parameters: N(0, 0.02^2) weights, zero biases", seed))
     return cases
@@ -298,6 +375,17 @@ class _AttentionNoBias(_AttentionVariant):
         return super().forward(x, context, key_padding_mask) - self.b_O
 
 
+class _AttentionIgnoreBuffer(ref.Attention):
+    """ARENA's IGNORE: a constant kept as a (persistent) buffer, so it is part of the state."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("IGNORE", torch.tensor(-1e5))
+
+
+_AttentionIgnoreBuffer.__name__ = "Attention"
+
+
 class _AttentionCausalAcross(_AttentionVariant):
     def is_causal(self, q, k, context):  # masks a context too, wherever it is long enough
         return self.causal and q.shape[-2] <= k.shape[-2]
@@ -306,14 +394,17 @@ class _AttentionCausalAcross(_AttentionVariant):
 def _cases_KVCache(seed: int) -> list[Case]:
     g = _gen(seed)
 
-    def kv(n):
-        return torch.randn(2, 3, n, 4, generator=g), torch.randn(2, 3, n, 4, generator=g)
+    def kv(n, dtype=torch.float32):
+        return torch.randn(2, 3, n, 4, generator=g).to(dtype), torch.randn(2, 3, n, 4, generator=g).to(dtype)
 
     return [
         cache_case([kv(5), kv(1), kv(1)], label="a prompt of 5, then one token at a time"),
         cache_case([kv(1)], label="one update"),
         cache_case([kv(2), kv(3), kv(1), kv(4)], label="pieces of several lengths"),
         cache_case([kv(12)] + [kv(1) for _ in range(10)], label="a long prompt, then 10 tokens"),
+        # a model run in half precision: the cache keeps the keys' dtype
+        cache_case([kv(3, torch.float16), kv(1, torch.float16)], label="float16 keys and values"),
+        cache_case([kv(2, torch.bfloat16), kv(1, torch.bfloat16)], label="bfloat16 keys and values"),
     ]
 
 
@@ -327,6 +418,18 @@ class _CacheKeepsLast:
 
     def __len__(self):
         return 0 if self.k is None else self.k.shape[-2]
+
+
+class _CacheEmptyStart(_CacheKeepsLast):
+    def __init__(self):
+        self.k, self.v = torch.empty(0), torch.empty(0)
+
+    def update(self, k_new, v_new):
+        self.k, self.v = torch.cat([self.k, k_new], dim=-2), torch.cat([self.v, v_new], dim=-2)
+        return self.k, self.v
+
+    def __len__(self):
+        return self.k.shape[-2] if self.k.dim() > 1 else 0
 
 
 def _cases_forward_cached(seed: int) -> list[Case]:
@@ -380,6 +483,7 @@ SPECS = [
             Mistake("by d_head", _BY_D_HEAD, _scores_by_d_head),
             Mistake("swapped", _SWAPPED, _scores_swapped),
         ],
+        families={0: ("zeros", "large", "float16")},
     ),
     Spec(
         name="causal_mask",
@@ -392,14 +496,24 @@ SPECS = [
             Mistake("hides itself", "a query may attend to its own position: the diagonal stays unmasked.", _mask_hides_self),
             Mistake("sees the next", "the key right after a query's position is the future: mask it too.", _mask_sees_next),
             Mistake("top-left", _TOP_LEFT, _mask_top_left),
+            Mistake("from the values", "decide what to mask from the positions alone (torch.tril of a boolean "
+                    "matrix of ones), never from the scores' values: an allowed score can be exactly 0, and "
+                    "it must stay 0.", _mask_from_values),
         ],
+        gradients=_no_masked_key,
+        families={0: ("zeros", "neg_inf", "float16", "bfloat16")},
     ),
     Spec(
         name="attention_pattern",
         chapter=CHAPTER,
         reference=ref.attention_pattern,
         make_cases=_cases_attention_pattern,
-        mistakes=[Mistake("query axis", _QUERY_AXIS, _pattern_over_queries)],
+        mistakes=[
+            Mistake("query axis", _QUERY_AXIS, _pattern_over_queries),
+            Mistake("clamped", _EXACT_ZERO, _pattern_clamped),
+        ],
+        diagnose=_diagnose_pattern,
+        families={0: ("neg_inf", "shift", "large", "ties", "float16")},
     ),
     Spec(
         name="attention_output",
@@ -407,6 +521,7 @@ SPECS = [
         reference=ref.attention_output,
         make_cases=_cases_attention_output,
         dims=_HEADS + ("seq_q", "d_head"),
+        families={0: ("zeros", "float16")},
     ),
     Spec(
         name="scaled_dot_product_attention",
@@ -422,6 +537,11 @@ SPECS = [
             Mistake("query axis", _QUERY_AXIS, _sdpa_variant(query_softmax=True)),
             Mistake("padding kept", "key_padding_mask is True where a key is padding: those keys are the ones to hide.", _sdpa_variant(padding_kept=True)),
         ],
+        forbids={"scaled_dot_product_attention": (
+            "this exercise builds attention step by step from your exercises 1-4 (scores, causal mask, "
+            "padding mask, softmax, weighted sum). PyTorch's fused kernel F.scaled_dot_product_attention "
+            "belongs to Attention's fused=True path (exercise 8), which is compared with this one."
+        )},
     ),
     Spec(
         name="split_heads",
@@ -429,7 +549,10 @@ SPECS = [
         reference=ref.split_heads,
         make_cases=_cases_split_heads,
         dims=("batch", "n_heads", "seq", "d_head"),
-        mistakes=[Mistake("view only", "a view straight to (batch, n_heads, seq, d_head) cuts the memory into blocks of positions: view as (batch, seq, n_heads, d_head), then transpose.", _split_view_only)],
+        mistakes=[
+            Mistake("view only", "a view straight to (batch, n_heads, seq, d_head) cuts the memory into blocks of positions: view as (batch, seq, n_heads, d_head), then transpose.", _split_view_only),
+            Mistake("interleaved", _INTERLEAVED, _split_interleaved),
+        ],
     ),
     Spec(
         name="merge_heads",
@@ -437,7 +560,10 @@ SPECS = [
         reference=ref.merge_heads,
         make_cases=_cases_merge_heads,
         dims=("batch", "seq", "d_model"),
-        mistakes=[Mistake("reshape only", "move the heads back behind seq (transpose) before joining them: a reshape alone mixes positions.", _merge_reshape_only)],
+        mistakes=[
+            Mistake("reshape only", "move the heads back behind seq (transpose) before joining them: a reshape alone mixes positions.", _merge_reshape_only),
+            Mistake("interleaved", _INTERLEAVED, _merge_interleaved),
+        ],
     ),
     Spec(
         name="Attention",
@@ -454,7 +580,20 @@ SPECS = [
             Mistake("after softmax", _AFTER_SOFTMAX, _attention_with(_sdpa_variant(after_softmax=True), "After")),
             Mistake("no b_O", "add the output bias b_O after summing the heads through W_O.", _AttentionNoBias),
             Mistake("causal across", "the causal mask is for self-attention only: with a context, every query sees every key of it.", _AttentionCausalAcross),
+            Mistake("IGNORE buffer", "a buffer registered with register_buffer is part of the module's state_dict, like a "
+                    "parameter, so the check's weights (exactly the eight parameters) do not load into it. Masking "
+                    "needs no stored constant: masked_fill with float('-inf'); or, if you keep one, register it "
+                    "with persistent=False, which keeps it out of the state_dict.", _AttentionIgnoreBuffer),
         ],
+        diagnose=diagnose_initialisation,
+        error_hints={
+            "RuntimeError: attn_mask should not be set when is_causal": (
+                "F.scaled_dot_product_attention does not take attn_mask together with is_causal=True: the "
+                "CPU's kernel may let it pass, a GPU's refuses it (this case runs on the `meta` device, "
+                "which refuses it as a GPU does). With a padding mask, put the causal triangle into the "
+                "boolean attn_mask yourself (True = may attend) and leave is_causal=False."
+            ),
+        },
         points=2,
         tolerance=(2e-4, 5e-5),  # gradients are float32 sums over batch, seq and heads
     ),
@@ -464,7 +603,12 @@ SPECS = [
         reference=ref.KVCache,
         make_cases=_cases_KVCache,
         driver=cache_driver,
-        mistakes=[Mistake("keeps the last", "update appends the new keys and values to the cached ones (along seq) and returns all of them.", _CacheKeepsLast)],
+        mistakes=[
+            Mistake("keeps the last", "update appends the new keys and values to the cached ones (along seq) and returns all of them.", _CacheKeepsLast),
+            Mistake("empty start", "an empty cache holds None (self.k = self.v = None, as the exercise says), and the first update "
+                    "stores the new keys and values as they are. A stand-in such as torch.empty(0) is float32 and on the CPU: "
+                    "torch.cat with it turns float16/bfloat16 keys into float32 (and GPU keys meet a CPU tensor).", _CacheEmptyStart),
+        ],
     ),
     Spec(
         name="forward_cached",

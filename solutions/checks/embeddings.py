@@ -55,14 +55,35 @@ def _cases_embed_function(seed: int) -> list[Case]:
     W_E = torch.randn(9, 13, generator=g)
     cases.append(Case((torch.tensor([[1, 2, 3, 2], [0, 1, 1, 3]]), W_E), label="ids that do not reach d_vocab - 1"))
     cases.append(Case((torch.tensor([[4, 4, 4, 4, 4]]), W_E), label="one id repeated"))
+    # ids of any integer dtype: torch indexes with int64/int32 only, F.one_hot takes int64 only
+    for dtype in (torch.int16, torch.int8):
+        cases.append(Case((_tokens(g, 2, 5, 9).to(dtype), W_E), label=f"{str(dtype)[6:]} ids (an integer dtype too)"))
+    # uint8 ids shaped like W_E: indexing would read them as a mask and return picked entries
+    cases.append(Case((_tokens(g, 9, 13, 9).to(torch.uint8), W_E), label="uint8 ids (torch reads a uint8 index as a mask)"))
     return cases
 
 
 def _embed_columns(tokens: torch.Tensor, W_E: torch.Tensor) -> torch.Tensor:
-    return W_E.T[tokens.clamp(max=W_E.shape[1] - 1)]
+    return W_E.T[tokens.long().clamp(max=W_E.shape[1] - 1)]
 
+
+def _lookup_as_given(tokens: torch.Tensor, W_E: torch.Tensor) -> torch.Tensor:
+    # a uint8 index is a mask, exactly as a bool one; bool spares the learner torch's warning
+    return W_E[tokens.bool() if tokens.dtype == torch.uint8 else tokens]
+
+
+def _one_hot_as_given(tokens: torch.Tensor, W_E: torch.Tensor) -> torch.Tensor:
+    return F.one_hot(tokens, num_classes=W_E.shape[0]).to(W_E.dtype) @ W_E
+
+
+_AS_LONG = (
+    "convert the ids to int64 first (tokens.long()): the ids may come in any integer dtype, "
+    "but torch indexes with int64 or int32 ids only (int16 and int8 are an IndexError), F.one_hot "
+    "takes int64 only, and a uint8 (or bool) index is read as a mask that picks entries, not as ids."
+)
 
 _EMBED_ERROR_HINTS = {
+    "RuntimeError: one_hot is only applicable": _AS_LONG,
     "RuntimeError: (cannot be multiplied|size of tensor|must match|mat1 and mat2)": (
         "the one-hot vectors must have d_vocab entries (the number of rows of W_E), whatever the "
         "largest id in this batch is."
@@ -94,6 +115,17 @@ def _cases_Embed(seed: int) -> list[Case]:
         cases.append(case)
     ints = _tokens(g, 2, 3, 9).to(torch.int32)
     cases.append(module_case({"d_vocab": 9, "d_model": 12}, weights, (ints,), cotangent, "int32 ids (an integer dtype too)"))
+    # shaped like W_E (d_vocab, d_model): indexed as they are, bool "ids" and uint8 ids would be
+    # a mask that silently picks entries
+    big = _tokens(g, 9, 12, 9)
+    big_cotangent = torch.randn(9, 12, 12, generator=g)
+    cases.append(module_case({"d_vocab": 9, "d_model": 12}, weights, (big < 4,), big_cotangent,
+                             "bool ids (bool is not an integer dtype)"))
+    cases.append(module_case({"d_vocab": 9, "d_model": 12}, weights, (big.to(torch.uint8),), big_cotangent,
+                             "uint8 ids (torch reads a uint8 index as a mask)"))
+    for dtype in (torch.int16, torch.int8):
+        small = _tokens(g, 2, 3, 9).to(dtype)
+        cases.append(module_case({"d_vocab": 9, "d_model": 12}, weights, (small,), cotangent, f"{str(dtype)[6:]} ids (an integer dtype too)"))
     floats = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, 2.0]])
     cases.append(module_case({"d_vocab": 9, "d_model": 12}, weights, (floats,), cotangent, "ids of a float dtype"))
     cases.append(init_case({"d_vocab": 1000, "d_model": 100}, "W_E as initialised: N(0, 0.02^2)", seed))
@@ -106,7 +138,39 @@ class _EmbedNoCheck(torch.nn.Module):
         self.W_E = torch.nn.Parameter(torch.randn(d_vocab, d_model) * 0.02)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.W_E[tokens]
+        return self.W_E[tokens.long()]
+
+
+class _EmbedFloatsOnly(ref.Embed):
+    """Refuses floating-point ids only: bool ids reach the indexing, which reads them as a mask."""
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.dtype.is_floating_point:
+            raise TypeError(f"tokens must be integers, got {tokens.dtype}")
+        return ref.Embed.forward(self, tokens.long() if tokens.dtype != torch.bool else tokens.int())
+
+
+class _EmbedAsGiven(ref.Embed):
+    """Validates, then indexes with the ids in the dtype they came in."""
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        ref.Embed.forward(self, tokens)
+        return _lookup_as_given(tokens, self.W_E)
+
+
+def diagnose_initialisation(case: Case, actual: Any, expected: Any) -> Optional[str]:
+    """A parameter that is never initialised: its statistics are NaN while the case runs."""
+    if not (isinstance(actual, dict) and isinstance(actual.get("init"), dict)):
+        return None
+    for name, stats in actual["init"].items():
+        std = stats.get("std") if isinstance(stats, dict) else None
+        if isinstance(std, float) and std != std:  # NaN
+            return (
+                f"{name} is never initialised: torch.empty(...) only reserves memory, whatever numbers "
+                f"it held stay there (the check fills them with NaN to show it). Initialise it in "
+                f"__init__, e.g. nn.init.normal_(self.{name}, mean=0.0, std=...) as the exercise says."
+            )
+    return None
 
 
 # --- 4. PosEmbed ----------------------------------------------------------------------------
@@ -286,9 +350,9 @@ def _rope(x: torch.Tensor, base: float = 10000.0, *, pairing: str = "interleaved
     seq, d = x.shape[-2], x.shape[-1]
     if d % 2:
         raise ValueError("odd")
-    i = torch.arange(d // 2, dtype=torch.float64)
+    i = torch.arange(d // 2, dtype=torch.float64, device=x.device)
     theta = base ** (-(2 * i if exponent == "2i" else i) / d)
-    angles = sign * torch.arange(start, start + seq, dtype=torch.float64)[:, None] * theta
+    angles = sign * torch.arange(start, start + seq, dtype=torch.float64, device=x.device)[:, None] * theta
     cos, sin = angles.cos(), angles.sin()
     xf = x.double()
     if pairing == "interleaved":
@@ -327,6 +391,12 @@ def _cases_cosine_similarity(seed: int) -> list[Case]:
         a = torch.randn(n, d, generator=g) * torch.rand(n, 1, generator=g) * 5
         b = torch.randn(m, d, generator=g) * torch.rand(m, 1, generator=g) * 5
         cases.append(Case((a, b), label=label))
+    # non-zero vectors shorter than eps = 1e-8 on both sides: they are divided by 1e-8, not by
+    # their length, so their similarities are smaller than their direction's cosine
+    a = torch.randn(4, 6, generator=g)
+    short_a = torch.cat([a[:2] / a[:2].norm(dim=-1, keepdim=True) * torch.tensor([[1e-9], [3e-9]]), a[2:]])
+    short_b = torch.cat([torch.randn(2, 6, generator=g), 5e-9 * a[2:3] / a[2:3].norm(), torch.randn(1, 6, generator=g)])
+    cases.append(Case((short_a, short_b), label="vectors shorter than 1e-8 (not zero) on both sides"))
     a = torch.randn(3, 9, generator=g)
     b = torch.cat([torch.zeros(1, 9), 2.5 * a[:1], -a[1:2], torch.randn(2, 9, generator=g)])
     cases.append(Case((a, b), label="a zero vector, a scaled copy and an opposite vector"))
@@ -343,6 +413,18 @@ def _cosine_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _cosine_one_side(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a / a.norm(dim=-1, keepdim=True).clamp_min(1e-8)) @ b.T
+
+
+def _cosine_zero_only(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    r = (a @ b.T) / (a.norm(dim=-1)[:, None] * b.norm(dim=-1)[None, :])
+    return torch.nan_to_num(r, nan=0.0)
+
+
+_EPS_PER_VECTOR = (
+    "divide by max(|v|, 1e-8) for each vector: a vector shorter than 1e-8 that is not zero is "
+    "divided by 1e-8 too, so its similarities come out smaller than its direction's cosine. "
+    "Replacing nan by 0 afterwards (or testing for zero vectors) gets only exact zeros right."
+)
 
 
 # --- 9. nearest_neighbours ------------------------------------------------------------------
@@ -400,7 +482,10 @@ SPECS = [
         reference=ref.one_hot_embed,
         make_cases=_cases_embed_function,
         error_hints=_EMBED_ERROR_HINTS,
-        mistakes=[Mistake("columns", "you read columns of W_E; token t's vector is row t (W_E is (d_vocab, d_model)).", _embed_columns)],
+        mistakes=[
+            Mistake("columns", "you read columns of W_E; token t's vector is row t (W_E is (d_vocab, d_model)).", _embed_columns),
+            Mistake("ids as given", _AS_LONG, _one_hot_as_given),
+        ],
         dims=_EMBED_DIMS,
     ),
     Spec(
@@ -408,7 +493,11 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.lookup_embed,
         make_cases=_cases_embed_function,
-        mistakes=[Mistake("columns", "you read columns of W_E; token t's vector is row t (W_E is (d_vocab, d_model)).", _embed_columns)],
+        mistakes=[
+            Mistake("columns", "you read columns of W_E; token t's vector is row t (W_E is (d_vocab, d_model)).", _embed_columns),
+            Mistake("ids as given", _AS_LONG, _lookup_as_given),
+        ],
+        error_hints={"IndexError: tensors used as indices": _AS_LONG},
         dims=_EMBED_DIMS,
     ),
     Spec(
@@ -424,10 +513,26 @@ SPECS = [
                 "an id outside 0..d_vocab-1 must raise a ValueError that names the limit. Indexing "
                 "does not do it for you: a negative id silently reads a row from the end.",
                 _EmbedNoCheck,
-            )
+            ),
+            Mistake(
+                "floats only refused",
+                "bool is not an integer dtype: refuse it with a TypeError too (indexing would read a "
+                "bool tensor as a mask). Compare the dtype with the integer dtypes (int64, int32, "
+                "int16, int8, uint8) rather than testing only is_floating_point.",
+                _EmbedFloatsOnly,
+            ),
+            Mistake("ids as given", _AS_LONG, _EmbedAsGiven),
         ],
+        diagnose=diagnose_initialisation,
         error_hints={
-            "IndexError: tensors used as indices": "ids of a float dtype are a TypeError: check the dtype before indexing.",
+            "IndexError: tensors used as indices": (
+                "torch indexes with int64 or int32 ids only: refuse a float or bool dtype with a "
+                "TypeError before indexing, and convert other integer ids with tokens.long()."
+            ),
+            "IndexError: (mask|boolean)": (
+                "the index was read as a mask: torch does that with a bool or uint8 tensor. bool is a "
+                "TypeError; uint8 ids are ids: convert them with tokens.long() before indexing."
+            ),
             "IndexError": "check the ids yourself before indexing, and raise a ValueError that names d_vocab.",
         },
         points=2,
@@ -444,6 +549,7 @@ SPECS = [
             Mistake("no batch axis", "the result has a batch axis like the token embedding's: repeat the rows for every sequence of the batch.", _PosEmbedNoBatch),
         ],
         error_hints={"IndexError": "a sequence longer than n_ctx must raise a ValueError that names n_ctx."},
+        diagnose=diagnose_initialisation,
         points=2,
     ),
     Spec(
@@ -492,7 +598,9 @@ SPECS = [
         mistakes=[
             Mistake("dot product", "divide by both lengths: a cosine does not grow with the vectors' lengths.", _cosine_dot),
             Mistake("one side", "normalise the rows of b as well as those of a.", _cosine_one_side),
+            Mistake("zero vectors only", _EPS_PER_VECTOR, _cosine_zero_only),
         ],
+        families={0: ("tiny", "zeros", "large"), 1: ("tiny",)},
     ),
     Spec(
         name="nearest_neighbours",

@@ -53,15 +53,26 @@ def cache_case(updates: list[tuple[torch.Tensor, torch.Tensor]], label: str = ""
     return Case(([list(u) for u in updates],), label=label)
 
 
-def cache_driver(answer: Any) -> Callable:
-    """For each update: the keys and values ``update`` returns, and the length after it."""
+_MISSING = "<no such attribute>"
 
-    def drive(updates: list) -> list:
+
+def cache_driver(answer: Any) -> Callable:
+    """What an empty cache holds (``k`` and ``v`` are None, as the exercise says; a stand-in such
+    as ``torch.empty(0)`` would change the dtype and device of everything appended to it), then
+    for each update the keys and values it returns and the length after it, each named by meaning."""
+
+    def drive(updates: list) -> dict:
         cache = answer()
-        seen = [len(cache)]
-        for k_new, v_new in updates:
+        seen = {
+            "cache.k before any update": getattr(cache, "k", _MISSING),
+            "cache.v before any update": getattr(cache, "v", _MISSING),
+            "len(cache) before any update": len(cache),
+        }
+        for number, (k_new, v_new) in enumerate(updates, start=1):
             k, v = cache.update(k_new, v_new)
-            seen.append([k, v, len(cache)])
+            seen[f"the keys update {number} returns"] = k
+            seen[f"the values update {number} returns"] = v
+            seen[f"len(cache) after update {number}"] = len(cache)
         return seen
 
     drive.__name__ = getattr(answer, "__name__", "answer")
@@ -105,9 +116,11 @@ def decoding_driver(answer: Any) -> Callable:
             outputs.append(answer(attn, x[:, start : start + n], cache))
             lengths.append(len(cache))
             start += n
-        # what the cache holds is part of the answer: the keys and values of every position
-        return {"output": torch.cat([o.detach() for o in outputs], dim=1), "cached positions": lengths,
-                "cached keys": cache.k, "cached values": cache.v}
+        # what the cache holds is part of the answer: the keys and values of every position. The
+        # outputs keep the key "output", so that a shape message names their axes (spec.dims)
+        return {"output": torch.cat([o.detach() for o in outputs], dim=1),
+                "len(cache) after each call": lengths,
+                "the keys the cache holds at the end": cache.k, "the values the cache holds at the end": cache.v}
 
     drive.__name__ = getattr(answer, "__name__", "answer")
     return drive
