@@ -122,14 +122,18 @@ def test_setup_cell_names_the_package_it_imported_and_warns_on_another_version(t
 
 
 def test_one_list_of_chapters():
-    # solutions.CHAPTERS is the registry; the book's table of contents follows it, page then notebook
+    # solutions.CHAPTERS is the registry; the book's numbered part follows it, page then notebook.
+    # The other parts hold the pages around the course (what next, notation, glossary, ...).
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    listed = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    numbered = [part for part in toc["parts"] if part.get("numbered")]
+    assert len(numbered) == 1, "one numbered part holds the chapters"
+    listed = [c["file"] for c in numbered[0]["chapters"]]
     assert listed == [f"chapters/{c}/index" for c in CHAPTERS]
-    for part in toc["parts"]:
-        for c in part["chapters"]:
-            chapter = c["file"].split("/")[1]
-            assert [s["file"] for s in c["sections"]] == [f"chapters/{chapter}/{chapter}"]
+    for c in numbered[0]["chapters"]:
+        chapter = c["file"].split("/")[1]
+        assert [s["file"] for s in c["sections"]] == [f"chapters/{chapter}/{chapter}"]
+    others = [c["file"] for part in toc["parts"] if not part.get("numbered") for c in part["chapters"]]
+    assert not [f for f in others if f.startswith("chapters/")], f"chapter pages outside the chapters: {others}"
     from solutions import checks
 
     assert sorted({s.chapter for s in checks.SPECS.values()}) == sorted(CHAPTERS)
