@@ -434,7 +434,8 @@ def record(course_dir: Path, assignment: str, submission: grader.Submission, res
 
 
 def _warn(message: str) -> None:
-    print(f"\nWARNING: {grader.clean(message)}", file=sys.stderr)
+    start = "\n" if _terminal_width(sys.stderr) else ""  # off the progress bar's line
+    print(f"{start}WARNING: {grader.clean(message)}", file=sys.stderr)
 
 
 class _Progress:
@@ -444,7 +445,7 @@ class _Progress:
     def __init__(self, total: int, label: str, enabled: bool) -> None:
         self.total, self.label, self.enabled, self.done = total, label, enabled, 0
         self.bar = None
-        if enabled and total and sys.stderr.isatty():
+        if enabled and total and _terminal_width(sys.stderr) > 0:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=label, unit="submission", file=sys.stderr, dynamic_ncols=True)
@@ -464,6 +465,15 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _terminal_width(stream) -> int:
+    """Columns of the terminal ``stream`` writes to; 0 for a file, a pipe or a terminal without a
+    size (where a bar would show nothing)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns if stream.isatty() else 0
+    except (OSError, ValueError, AttributeError):
+        return 0
 
 
 def preflight(course_dir: Path, settings: grader.Settings) -> str:
