@@ -562,22 +562,25 @@ def _cases_compression_ratio(seed: int) -> list[Case]:
     return cases
 
 
-# The wrong ratios refuse no tokens as the reference does, so that a learner who refuses them
-# too still gets the hint.
+# The wrong ratios refuse no tokens as the exercise asks, so that a learner who refuses them too
+# still gets the hint; each stands alone (tests paste one into a notebook as a learner's answer).
 
 
 def _ratio_of_characters(text: str, ids: list[int]) -> float:
-    ref.compression_ratio(text, ids)
+    if not ids:
+        raise ValueError("ids is empty: no tokens, no ratio")
     return len(text) / len(ids)
 
 
 def _ratio_inverted(text: str, ids: list[int]) -> float:
-    ref.compression_ratio(text, ids)
+    if not ids:
+        raise ValueError("ids is empty: no tokens, no ratio")
     return len(ids) / len(text.encode("utf-8"))
 
 
 def _ratio_of_stripped_text(text: str, ids: list[int]) -> float:
-    ref.compression_ratio(text, ids)
+    if not ids:
+        raise ValueError("ids is empty: no tokens, no ratio")
     return len(text.strip().encode("utf-8")) / len(ids)
 
 
