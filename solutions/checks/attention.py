@@ -397,6 +397,8 @@ def _cases_KVCache(seed: int) -> list[Case]:
     def kv(n, dtype=torch.float32):
         return torch.randn(2, 3, n, 4, generator=g).to(dtype), torch.randn(2, 3, n, 4, generator=g).to(dtype)
 
+    meta = cache_case([kv(2), kv(1)], label="the meta device (finds tensors made without device=)")
+    meta.device = "meta"  # the cache keeps the keys' device: a CPU stand-in shows here as on a GPU
     return [
         cache_case([kv(5), kv(1), kv(1)], label="a prompt of 5, then one token at a time"),
         cache_case([kv(1)], label="one update"),
@@ -405,6 +407,7 @@ def _cases_KVCache(seed: int) -> list[Case]:
         # a model run in half precision: the cache keeps the keys' dtype
         cache_case([kv(3, torch.float16), kv(1, torch.float16)], label="float16 keys and values"),
         cache_case([kv(2, torch.bfloat16), kv(1, torch.bfloat16)], label="bfloat16 keys and values"),
+        meta,
     ]
 
 
@@ -483,7 +486,9 @@ SPECS = [
             Mistake("by d_head", _BY_D_HEAD, _scores_by_d_head),
             Mistake("swapped", _SWAPPED, _scores_swapped),
         ],
-        families={0: ("zeros", "large", "float16")},
+        # not "large": q . k of 1e3-sized terms cancels to O(1), and another summation order (a
+        # right answer) then differs by more than float32's tolerances
+        families={0: ("zeros", "float16")},
     ),
     Spec(
         name="causal_mask",
