@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any, Optional
 
 import torch
 
 from solutions import blocks as ref
 from solutions import embeddings as ref_embeddings
 from solutions import mlp as ref_mlp
-from solutions.checks.core import Case, Mistake, Spec
+from solutions.checks import core
+from solutions.checks.core import Case, Mistake, Spec, difference
 from solutions.checks.modules import built, built_args_driver, init_case, module_case, module_driver
 
 CHAPTER = "05_blocks"
@@ -74,8 +76,8 @@ def _cases_norm(seed: int, parameters: tuple[str, ...]) -> list[Case]:
         if "b" in parameters:
             weights["b"] = 0.3 * torch.randn(d_model, generator=g)
         cotangent = torch.randn(x.shape[:-1] + (d_model,), generator=g, dtype=x.dtype)
-        # the exercise: written from the formula, not with torch's own layer_norm / rms_norm
-        return module_case(init, weights, (x,), cotangent, label, watch=("layer_norm", "rms_norm"))
+        # the exercise: store self.eps (the block builds its norms with config.layer_norm_eps)
+        return module_case(init, weights, (x,), cotangent, label, attributes=("eps",))
 
     for label in ("a (batch, seq, d_model) tensor", "another size"):
         b, s, d = rng.randint(2, 3), rng.randint(4, 6), rng.randint(5, 9)
@@ -144,9 +146,31 @@ class _LayerNormNoMean(_LayerNormBase):
         return x / torch.sqrt(var + self.eps) * self.w + self.b
 
 
-class _LayerNormTorch(_LayerNormBase):
+class _LayerNormNoEps(_LayerNormBase):
     def forward(self, x):
-        return torch.nn.functional.layer_norm(x, (x.shape[-1],), self.w, self.b, self.eps)
+        mean = x.mean(dim=-1, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=-1, keepdim=True)
+        return (x - mean) / torch.sqrt(var) * self.w + self.b
+
+
+class _LayerNormLLaMAEps(_LayerNormBase):
+    default_eps = 1e-6
+
+
+class _LayerNormInPlace(_LayerNormBase):
+    def forward(self, x):
+        mean = x.mean(dim=-1, keepdim=True)
+        if not x.requires_grad:
+            x -= mean  # "no autograd here, save a copy": the caller's tensor changes
+        else:
+            x = x - mean
+        var = x.pow(2).mean(dim=-1, keepdim=True)
+        return x / torch.sqrt(var + self.eps) * self.w + self.b
+
+
+# the exercises: written from the formula, not with torch's own layer_norm / rms_norm
+_NORM_BY_HAND = ("write the normalisation from its formula (mean, variance, sqrt) with tensor operations: "
+                 "torch's {} is what the check compares with, not an answer.")
 
 
 class _RMSNormBase(torch.nn.Module):
@@ -261,6 +285,20 @@ class _BlockParallel(_BlockVariant):
         return x + self.attn(self.ln1(x)) + self.mlp(self.ln2(x))
 
 
+class _BlockMLPFirst(_BlockVariant):
+    def forward(self, x):
+        x = x + self.mlp(self.ln2(x))
+        return x + self.attn(self.ln1(x))
+
+
+class _BlockResidualNormed(_BlockVariant):
+    def forward(self, x):
+        h = self.ln1(x)
+        x = h + self.attn(h)  # the residual taken from the normalised stream
+        h = self.ln2(x)
+        return h + self.mlp(h)
+
+
 class _BlockDefaultEps(torch.nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -366,6 +404,22 @@ class _GPTNoPositions(_GPTVariant):
     add_positions = False
 
 
+class _GPTTiedDetached(_GPTVariant):
+    """Tied through .detach(): the unembedding's share of W_E's gradient is lost."""
+
+    def forward(self, tokens):
+        if not self.config.tie_embeddings:
+            return super().forward(tokens)
+        if tokens.shape[-1] > self.config.n_ctx:
+            raise ValueError(f"n_ctx = {self.config.n_ctx}")
+        x = self.embed(tokens)
+        if self.config.positions == "learned":
+            x = x + self.pos_embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_final(x) @ self.embed.W_E.detach().T
+
+
 class _GPTInitScaled(ref.GPT):
     """Redraws the residual-writing matrices with another factor (``factor(n_layers)``): no factor."""
 
@@ -381,6 +435,42 @@ class _GPTInitScaled(ref.GPT):
 
 class _GPTInitSqrtLayers(_GPTInitScaled):
     factor = staticmethod(lambda n_layers: 1 / math.sqrt(n_layers))
+
+
+# Mistakes told apart on the failing case alone, by running the wrong variant on it (one forward and
+# backward, where a Mistake would run every variant on every case: seconds for a whole model).
+_BLOCK_SLIPS = [
+    (_BlockMLPFirst, "attention comes first, then the MLP: x = x + attn(ln1(x)), then x = x + mlp(ln2(x))."),
+    (_BlockResidualNormed, "add each sublayer's output to the stream x itself, not to its normalised copy: "
+                           "x = x + attn(ln1(x)), not h = ln1(x); x = h + attn(h)."),
+]
+_GPT_SLIPS = [
+    (_GPTTiedDetached, "with tied embeddings W_E gets a gradient from the unembedding too, and here it is "
+                       "missing: tie by using self.embed.W_E.T itself in forward, not W_E.detach(), W_E.data "
+                       "or a copy."),
+]
+
+
+def _slip_diagnosis(slips: list) -> Any:
+    """A ``diagnose`` that names the first of ``slips`` (wrong class, hint) whose result on the
+    failing case is the learner's, within the spec's tolerance: a fact about this case alone."""
+
+    def diagnose(case: Case, actual: Any, expected: Any) -> Optional[str]:
+        weights = case.args[1]
+        hints_wanted = getattr(core, "_HINTS", [True])[-1]  # off while mutation testing: verdicts only
+        if not hints_wanted or not weights or not isinstance(actual, dict) or case.device == "meta":
+            return None
+        for wrong, hint in slips:
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    result = module_driver(wrong)(*case.args, **case.kwargs)
+                if difference(actual, result, tolerance=(2e-4, 5e-5)) is None:
+                    return hint
+            except Exception:  # a diagnosis never fails a check; it only finds no hint
+                continue
+        return None
+
+    return diagnose
 
 
 # --- 5. count_parameters ----------------------------------------------------------------------
@@ -460,18 +550,35 @@ def _cases_split_c_attn(seed: int) -> list[Case]:
     case = Case((torch.randn(12, 36, generator=g), torch.randn(36, generator=g), 0), label="no heads")
     case.mentions = ("0",)
     cases.append(case)
-    # the exercise: a message names the shape it expected and the one it got
+    # the exercise: a message names the shape it expected and the one it got, as tuples; when W does
+    # not fit, d_model comes from b's length (3 d_model)
     case = Case((torch.randn(36, 12, generator=g), torch.randn(36, generator=g), 3),
                 label="W in nn.Linear's layout (3 d_model, d_model)")
-    case.mentions = ("36", "12")
+    case.mentions = ("(12, 36)", "(36, 12)")
+    cases.append(case)
+    # the columns fit b (3 d_model = 36) but the rows are not d_model: W.shape[0] must be checked too
+    case = Case((torch.randn(20, 36, generator=g), torch.randn(36, generator=g), 3),
+                label="W of 20 rows with b of 36 = 3 * 12 numbers")
+    case.mentions = ("(12, 36)", "(20, 36)")
     cases.append(case)
     case = Case((torch.randn(12, 36, generator=g), torch.randn(12, generator=g), 3), label="b of the wrong length")
-    case.mentions = ("36", "12")
+    case.mentions = ("(36,)", "(12,)")
     cases.append(case)
     case = Case((torch.randn(3, 12, 36, generator=g), torch.randn(36, generator=g), 3), label="W with three axes")
     case.mentions = ("(3, 12, 36)",)
     cases.append(case)
     return cases
+
+
+def _validated(wrong):
+    """``wrong`` after the reference's own input checks: a learner who validates as the exercise
+    asks and makes this one mistake agrees with it on every case, so the hint can name it."""
+
+    def split_c_attn(W, b, n_heads):
+        ref.split_c_attn(W, b, n_heads)  # raises for the inputs the exercise refuses
+        return wrong(W, b, n_heads)
+
+    return split_c_attn
 
 
 def _split_heads_last(W, b, n_heads):
@@ -526,9 +633,15 @@ SPECS = [
             Mistake("eps outside", "eps goes inside the square root: sqrt(var + eps), not sqrt(var) + eps.", _LayerNormEpsOutside),
             Mistake("wrong axis", "normalise each position over its own d_model numbers: the last axis, dim=-1.", _LayerNormWrongAxis),
             Mistake("no mean", "subtract the mean before dividing: (x - mean) / sqrt(var + eps).", _LayerNormNoMean),
-            Mistake("torch's layer_norm", "write the normalisation from its formula: F.layer_norm is what the check "
-                    "compares with, not an answer.", _LayerNormTorch),
+            Mistake("no eps", "add eps inside the square root, sqrt(var + eps): a position whose numbers are all "
+                    "equal has variance 0, and without eps it divides by 0.", _LayerNormNoEps),
+            Mistake("LLaMA's eps", "LayerNorm's default eps is 1e-5 (GPT-2's); 1e-6 is LLaMA's RMSNorm default.",
+                    _LayerNormLLaMAEps),
+            Mistake("in place without grad", "forward subtracts the mean from its input in place (x -= mean) when the "
+                    "input does not require grad: the caller's tensor, the residual stream of the block, changes "
+                    "too. Compute a new tensor: x = x - mean.", _LayerNormInPlace),
         ],
+        forbids={"layer_norm": _NORM_BY_HAND.format("F.layer_norm (nn.LayerNorm)")},
     ),
     Spec(
         name="RMSNorm",
@@ -544,6 +657,7 @@ SPECS = [
             Mistake("eps 1e-5", "RMSNorm's default eps is 1e-6 (LLaMA's), not LayerNorm's 1e-5.", _RMSNormLayerNormEps),
             Mistake("wrong axis", "the mean of the squares is over each position's d_model numbers: the last axis, dim=-1.", _RMSNormWrongAxis),
         ],
+        forbids={"rms_norm": _NORM_BY_HAND.format("F.rms_norm (nn.RMSNorm)")},
     ),
     Spec(
         name="TransformerBlock",
@@ -565,6 +679,7 @@ SPECS = [
                     "first, then x + mlp(ln2(x)).", _BlockParallel),
             Mistake("default eps", "build the norms with config.layer_norm_eps, not their default eps.", _BlockDefaultEps),
         ],
+        diagnose=_slip_diagnosis(_BLOCK_SLIPS),
         points=2,
         # two sublayers of small float32 sums: another order (threads, a GPU) moves the last digits
         tolerance=(2e-4, 5e-5),
@@ -588,6 +703,7 @@ SPECS = [
             Mistake("sqrt(n_layers)", "the residual-writing matrices get std 0.02 / sqrt(2 * n_layers): two additions per "
                     "block, so 2 * n_layers in all.", _GPTInitSqrtLayers),
         ],
+        diagnose=_slip_diagnosis(_GPT_SLIPS),
         points=2,
         tolerance=(2e-4, 5e-5),
     ),
@@ -612,10 +728,11 @@ SPECS = [
         make_cases=_cases_split_c_attn,
         mistakes=[
             Mistake("d_head-major heads", "within each of q, k, v the heads come one after another: the columns are "
-                    "(n_heads d_head), head-major.", _split_heads_last),
+                    "(n_heads d_head), head-major.", _validated(_split_heads_last)),
             Mistake("q, k, v per head", "c_attn's columns are [all of q | all of k | all of v], each d_model wide; the "
-                    "heads are split inside each part.", _split_per_head),
-            Mistake("Linear layout", "Conv1D stores W as (d_in, d_out) and computes x @ W, like our weights: no transpose.", _split_linear_layout),
+                    "heads are split inside each part.", _validated(_split_per_head)),
+            Mistake("Linear layout", "Conv1D stores W as (d_in, d_out) and computes x @ W, like our weights: no transpose.", _validated(_split_linear_layout)),
         ],
+        gradients=False,  # a rearrangement of loaded weights, compared by value
     ),
 ]

@@ -44,6 +44,23 @@ def _cases_activation(seed: int) -> list[Case]:
     return cases
 
 
+def _no_exact_zero(case: Case) -> bool:
+    """Whether relu's gradient is compared on this case: at exactly 0 right answers differ
+    (torch.maximum gives 0.5, clamp and where give 0 or 1), so cases holding a 0 are left out."""
+    return not any(isinstance(a, torch.Tensor) and bool((a == 0).any()) for a in case.args)
+
+
+# what the exercises ask to write by hand, and why (the notebook says which calls are not allowed)
+_RELU_BY_HAND = {"relu": "write ReLU from its formula, max(x, 0), with tensor operations such as torch.maximum "
+                         "and torch.zeros_like (not F.relu, torch.relu or nn.ReLU)."}
+_GELU_BY_HAND = {"gelu": "write GELU from its formula (with torch.erf for the exact form, torch.tanh for GPT-2's); "
+                         "F.gelu is what the check compares with, not an answer."}
+# families of special values each activation admits: relu is defined at +-inf (0 and inf), the
+# GELUs at large values (their formulas give nan at -inf: 0 * inf); every float dtype keeps its dtype
+_RELU_FAMILIES = {0: ("inf", "zeros", "large", "float16", "bfloat16")}
+_GELU_FAMILIES = {0: ("large", "float16", "bfloat16")}
+
+
 def _gelu_exact_form(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
@@ -59,6 +76,10 @@ def _gelu_erf_without_root2(x: torch.Tensor) -> torch.Tensor:
 
 def _relu_leaky(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > 0, x, 0.01 * x)
+
+
+def _relu_times_mask(x: torch.Tensor) -> torch.Tensor:
+    return x * (x > 0)  # -inf * 0 = nan
 
 
 _EXACT_NOT_TANH = "this is the exact GELU (with erf); the exercise asks for GPT-2's tanh approximation."
@@ -81,6 +102,18 @@ def _mlp_weights(g: torch.Generator, d_model: int, d_mlp: int) -> dict[str, torc
     }
 
 
+# the exercise: store self.d_model and self.d_mlp (later code reads them)
+_ATTRIBUTES = ("d_model", "d_mlp")
+
+
+def _with_attributes(cases: list[Case]) -> list[Case]:
+    """The module cases (not the initialisation one) with the promised attributes read too."""
+    for case in cases:
+        if case.args[1]:  # weights given: a forward case
+            case.kwargs = {**case.kwargs, "attributes": _ATTRIBUTES}
+    return cases
+
+
 def _cases_MLP(seed: int) -> list[Case]:
     rng, g = random.Random(seed), _gen(seed)
     cases = []
@@ -101,7 +134,7 @@ def _cases_MLP(seed: int) -> list[Case]:
     case.mentions = ("12", "9")  # the exercise: the message names both sizes
     cases.append(case)
     cases.append(init_case({"d_model": 300, "d_mlp": 400}, "the initial parameters: N(0, 0.02^2) weights, zero biases", seed))
-    return cases
+    return _with_attributes(cases)
 
 
 class _MLPBase(torch.nn.Module):
@@ -113,6 +146,7 @@ class _MLPBase(torch.nn.Module):
         super().__init__()
         self.d_model = d_model
         d_mlp = self.default_ratio * d_model if d_mlp is None else d_mlp
+        self.d_mlp = d_mlp
         self.W_in = torch.nn.Parameter(torch.randn(d_model, d_mlp) * 0.02)
         self.b_in = torch.nn.Parameter(torch.zeros(d_mlp))
         self.W_out = torch.nn.Parameter(torch.randn(d_mlp, d_model) * 0.02)
@@ -179,7 +213,39 @@ def _cases_changed_positions(seed: int) -> list[Case]:
     x = torch.randn(2, 5, 6, generator=g)
     cases.append(probe_case("running mean", {}, x, 0, label="some module, the first position"))
     cases.append(probe_case("next neighbour", {}, x, 4, label="some module, the last position"))
+    cases.append(_faint_case(rng, g))
+    cases.append(_one_feature_case(rng, g))
     return cases
+
+
+def _faint_case(rng: random.Random, g: torch.Generator) -> Case:
+    """Rule 4, compare exactly: a module that moves the next position by 9.5e-7 only.
+
+    The "faint mix" module adds 1e-6 times the previous position. Every number of x lies in
+    [8, 12), where float32's spacing is 2**-20 = 9.54e-7, except at ``position``, where they are
+    below 0.05: there 1e-6 * x rounds away, and 1e-6 * (x + 1) moves the next position by exactly
+    one spacing, 9.54e-7 (less than 1e-6), on every device. A tolerance of 1e-6 misses it.
+    """
+    batch, seq, d = 2, rng.randint(5, 7), rng.randint(5, 7)
+    position = rng.randrange(1, seq - 2)
+    x = 8 + 4 * torch.rand(batch, seq, d, generator=g)
+    x[:, position] = 0.1 * torch.rand(batch, d, generator=g) - 0.05
+    return probe_case("faint mix", {}, x, position,
+                      label=f"some module, position {position} (the next position moves by less than 1e-6)")
+
+
+def _one_feature_case(rng: random.Random, g: torch.Generator) -> Case:
+    """Rule 2, add 1.0 to *every* number at ``position``: here only one feature (never the first
+    or the last) can show it. The other numbers at ``position`` are 2**26, where float32's spacing
+    is 8, so adding 1.0 leaves them exactly as they are; a probe that changes one chosen feature
+    only (feature 0, say) changes nothing at all."""
+    batch, seq, d = 2, rng.randint(5, 7), rng.randint(5, 7)
+    position, feature = rng.randrange(0, seq - 2), rng.randrange(1, d - 1)
+    x = torch.randn(batch, seq, d, generator=g)
+    x[:, position] = 2.0**26
+    x[:, position, feature] = torch.randn(batch, generator=g)
+    return probe_case("running mean", {}, x, position,
+                      label=f"some module, position {position}, where adding 1.0 can change feature {feature} only")
 
 
 def _changed_only_after(module, x, position):
@@ -189,6 +255,21 @@ def _changed_only_after(module, x, position):
     out = torch.zeros(x.shape[0], seq, dtype=torch.bool, device=x.device)
     out[:, p:] = True
     return out
+
+
+def _probe(module, x, position, *, features=slice(None), differ=lambda a, b: a != b):
+    copy = x.clone()
+    copy[:, position, features] += 1.0
+    with torch.no_grad():
+        return differ(module(copy), module(x)).any(dim=-1)
+
+
+def _changed_one_feature(module, x, position):
+    return _probe(module, x, position, features=0)
+
+
+def _changed_beyond_tolerance(module, x, position):
+    return _probe(module, x, position, differ=lambda a, b: (a - b).abs() > 1e-6)
 
 
 def _changed_only_there(module, x, position):
@@ -262,7 +343,7 @@ def _cases_SwiGLU(seed: int) -> list[Case]:
     case.mentions = ("11", "8")
     cases.append(case)
     cases.append(init_case({"d_model": 300, "d_mlp": 400}, "the initial weights: N(0, 0.02^2)", seed))
-    return cases
+    return _with_attributes(cases)
 
 
 class _SwiGLUBase(torch.nn.Module):
@@ -275,6 +356,7 @@ class _SwiGLUBase(torch.nn.Module):
             d_mlp = int(2 * 4 * d_model / 3)
             if self.round_up:
                 d_mlp = 256 * ((d_mlp + 255) // 256)
+        self.d_mlp = d_mlp
         self.W_gate = torch.nn.Parameter(torch.randn(d_model, d_mlp) * 0.02)
         self.W_up = torch.nn.Parameter(torch.randn(d_model, d_mlp) * 0.02)
         self.W_down = torch.nn.Parameter(torch.randn(d_mlp, d_model) * 0.02)
@@ -317,7 +399,15 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.relu,
         make_cases=_cases_activation,
-        mistakes=[Mistake("leaky", "ReLU is exactly 0 for negative inputs, not a small slope.", _relu_leaky)],
+        mistakes=[
+            Mistake("leaky", "ReLU is exactly 0 for negative inputs, not a small slope.", _relu_leaky),
+            Mistake("times a mask", "x * (x > 0) is nan at x = -inf (-inf * 0), where max(x, 0) is 0: choose "
+                    "between x and 0 (torch.maximum, torch.where) instead of multiplying.", _relu_times_mask),
+        ],
+        # the gradient at exactly 0 differs between right answers (maximum: 0.5; clamp, where: 0 or 1)
+        gradients=_no_exact_zero,
+        forbids=_RELU_BY_HAND,
+        families=_RELU_FAMILIES,
     ),
     Spec(
         name="gelu_exact",
@@ -328,6 +418,8 @@ SPECS = [
             Mistake("tanh form", _TANH_NOT_EXACT, _gelu_tanh_form),
             Mistake("erf without sqrt(2)", "Phi(x) = (1 + erf(x / sqrt(2))) / 2: the error function takes x / sqrt(2).", _gelu_erf_without_root2),
         ],
+        forbids=_GELU_BY_HAND,
+        families=_GELU_FAMILIES,
     ),
     Spec(
         name="gelu_tanh",
@@ -340,6 +432,8 @@ SPECS = [
             Mistake("no sqrt(2/pi)", "the tanh's argument is scaled by sqrt(2 / pi).", lambda x: _gelu_tanh_form(x, c=1.0)),
             Mistake("scale on x only", "sqrt(2 / pi) multiplies the whole bracket, the cubic term included.", lambda x: _gelu_tanh_form(x, whole=False)),
         ],
+        forbids=_GELU_BY_HAND,
+        families=_GELU_FAMILIES,
     ),
     Spec(
         name="MLP",
@@ -367,7 +461,13 @@ SPECS = [
         mistakes=[
             Mistake("assumed position-wise", "run the module on both inputs and compare: the answer depends on the module, and a mixing one changes other positions too.", _changed_only_there),
             Mistake("assumed causal", "run the module on both inputs and compare: not every module only looks backwards.", _changed_only_after),
+            Mistake("one feature", "add 1.0 to every number of the copy at position, all its d_model features "
+                    "(copy[:, position] += 1.0): a layer may pass only some features on to other positions.", _changed_one_feature),
+            Mistake("tolerance", "compare exactly, with !=: a layer may move another position by less than 1e-6 "
+                    "and still mix positions, and a position-wise layer leaves the other rows bit for bit the same.",
+                    _changed_beyond_tolerance),
         ],
+        gradients=False,  # a bool answer about a module, not a differentiable function
     ),
     Spec(
         name="mlp_param_count",
@@ -391,6 +491,8 @@ SPECS = [
             Mistake("sigmoid", "the gate is silu(z) = z * sigmoid(z), not sigmoid(z) alone.", _SwiGLUSigmoid),
             Mistake("no rounding", "LLaMA rounds int(8 d_model / 3) up to a multiple of 256.", _SwiGLUNoRounding),
         ],
+        forbids={"silu": "write SiLU from its formula, z * torch.sigmoid(z): F.silu and nn.SiLU are what the check "
+                         "compares with, not an answer."},
         points=2,
         # sums over d_mlp = 512 in float32: other threads or a GPU add in another order
         tolerance=(2e-4, 5e-5),

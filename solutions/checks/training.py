@@ -214,8 +214,8 @@ def _cases_adamw_update(seed: int) -> list[Case]:
     return cases
 
 
-def _adamw(param, grad, m, v, step, lr, beta1, beta2, eps, wd, *, correct=True, decay="decoupled",
-           eps_inside=False):
+def _adamw(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, wd=0.01, *, correct=True,
+           decay="decoupled", eps_inside=False):  # the defaults of the exercise (some cases leave them out)
     if step < 1:
         raise ValueError("step counts from 1")
     if decay == "l2":  # Adam with L2 regularisation: the decay goes through the moments
@@ -331,6 +331,9 @@ def _cases_weight_decay_groups(seed: int) -> list[Case]:
         # the rule, not a list of known names: by the last part of the name only
         Case((["blocks.0.attn.W_proj", "W_x.b_in", "compose.W_in", "pos_mlp.W_out", "embed_proj.W_down", "W_E.w",
                "tok.w_in", "head.W_pos_scale", "head.W_Emb"],), label="names the model does not have, by the rule"),
+        # the rule is "starts with W_": a capital W alone does not decay
+        Case((["attn.Wqkv", "mlp.W_in", "head.Weight", "W", "ln.w", "blocks.1.WE", "W_out"],),
+             label="last parts that start with W but not W_"),
         Case(([],), label="no parameters"),
         Case((["a.W_Q", "a.W_Q"],), label="a name twice"),
     ]
@@ -363,6 +366,9 @@ def _cases_apply_temperature(seed: int) -> list[Case]:
     cases = [Case((3 * torch.randn(2, 7, generator=g), t), label=f"temperature {t}") for t in (0.5, 2.0, 1.0)]
     cases.append(Case((torch.randn(2, 3, 9, generator=g, dtype=torch.float64), 0.7), label="float64 (batch, seq, d_vocab)"))
     cases.append(Case((torch.randn(3, 6, generator=g), round(rng.uniform(0.1, 3.0), 3)), label="a random temperature"))
+    # a temperature far below 1 is still a division: close logits keep a real choice between them
+    close = torch.tensor([[1.0, 1.0001, 0.9999, -2.0], [0.5, 0.5, 0.5002, 0.4]])
+    cases.append(Case((close, 1e-4), label="temperature 1e-4, logits 1e-4 apart"))
     for t in (0.0, -1.0):
         case = Case((torch.randn(2, 5, generator=g), t), label=f"temperature {t}")
         case.mentions = ("greedy",)  # the exercise: the message mentions greedy decoding
@@ -484,6 +490,12 @@ def _cases_sample_from_probs(seed: int) -> list[Case]:
     # three axes, where each position's last token of non-zero probability differs
     p = torch.tensor([[[0.3, 0.3, 0.3999999, 0.0], [0.25, 0.25, 0.25, 0.25]]])
     cases.append(Case((p, torch.tensor([[0.99999994, 0.6]])), label="three axes, the cdf of one row ending below u"))
+    # zeros anywhere in the row (after top-k / top-p they are): the fallback is still the last
+    # token of non-zero probability, which is not the number of non-zero tokens minus 1
+    p = torch.tensor([[0.3, 0.3, 0.0, 0.3999998, 0.0], [0.0, 0.5, 0.0, 0.0, 0.4999999], [0.0, 0.0, 1.0, 0.0, 0.0]])
+    cases.append(Case((p, torch.tensor([0.9999999, 0.99999994, 0.7])),
+                      label="zeros before and between the tokens, the cdf ending below u"))
+    cases.append(Case((p, torch.tensor([0.3, 0.5, 0.0])), label="zeros before and between the tokens, u on a boundary"))
     cases.append(Case((torch.full((2, 4), 0.25), torch.rand(3, generator=g)), label="one uniform too many"))
     return cases
 
@@ -492,6 +504,27 @@ def _sample_le(probs, uniforms):
     cdf = torch.cumsum(probs, dim=-1)
     index = (cdf < uniforms[..., None]).sum(dim=-1)  # u <= cdf[i]: a boundary picks the earlier token
     return index.clamp(max=probs.shape[-1] - 1)
+
+
+def _sample_count_nonzero(probs, uniforms):
+    index = (torch.cumsum(probs, dim=-1) <= uniforms[..., None]).sum(dim=-1)
+    last = (probs > 0).sum(dim=-1) - 1  # the last non-zero token only when every zero comes after it
+    return torch.where(index >= probs.shape[-1], last, index)
+
+
+def _temperature_greedy_below(logits, temperature):
+    if temperature <= 0:
+        raise ValueError("temperature")
+    if temperature < 1e-3:  # "tiny T is greedy anyway"
+        return torch.where(logits == logits.max(-1, keepdim=True).values, 0.0, float("-inf"))
+    return logits / temperature
+
+
+def _groups_capital_W(names):
+    if len(set(names)) != len(names):
+        raise ValueError("unique")
+    decay = [n for n in names if n.split(".")[-1].startswith("W") and n.split(".")[-1] not in ("W_E", "W_pos")]
+    return decay, [n for n in names if n not in decay]
 
 
 def _sample_argmax(probs, uniforms):
@@ -511,6 +544,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.get_batch,
         make_cases=_cases_get_batch,
+        gradients=False,  # ids
         mistakes=[
             Mistake("not shifted", "the target of x[b, t] is the *next* token: y[b, t] = data[starts[b] + t + 1].", _validated(ref.get_batch, _batch_not_shifted)),
             Mistake("shifted by two", "y is x shifted by one token, not two.", _validated(ref.get_batch, _batch_shift_two)),
@@ -523,6 +557,9 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.log_softmax,
         make_cases=_cases_log_softmax,
+        forbids={name: "the exercise is the log-sum-exp trick itself: subtract the row's maximum, then "
+                       "log(sum(exp(z - m))), with torch.max, torch.exp, torch.sum and torch.log."
+                 for name in ("log_softmax", "special_log_softmax", "logsumexp", "special_logsumexp", "cross_entropy")},
         mistakes=[
             Mistake("naive", "log(softmax(z)) overflows (exp(1000) = inf) and underflows (log 0): compute "
                     "z - m - log(sum(exp(z - m))) with m the row's maximum.", _validated(ref.log_softmax, _log_softmax_naive)),
@@ -535,6 +572,13 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.cross_entropy,
         make_cases=_cases_cross_entropy,
+        forbids={
+            **{name: "use your log_softmax (the exercise before) and pick each target's entry with gather: "
+                     "F.cross_entropy and F.nll_loss are what the check compares with, not an answer."
+               for name in ("cross_entropy", "nll_loss")},
+            **{name: "use your own log_softmax, the exercise before, not torch's."
+               for name in ("log_softmax", "special_log_softmax", "logsumexp", "special_logsumexp")},
+        },
         uses={"log_softmax": ref.log_softmax},
         mistakes=[
             Mistake("sum", "the loss is the *mean* over the batch * seq positions, not the sum.", _validated(ref.cross_entropy, _ce_sum)),
@@ -550,6 +594,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.adamw_update,
         make_cases=_cases_adamw_update,
+        gradients=False,  # an optimiser step: it runs on numbers outside the graph
         mistakes=[
             Mistake("no bias correction", "divide m by 1 - beta1^step and v by 1 - beta2^step (bias correction): both "
                     "start at 0.", _validated(ref.adamw_update, lambda *a: _adamw(*a, correct=False))),
@@ -569,6 +614,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.clip_grad_norm,
         make_cases=_cases_clip_grad_norm,
+        gradients=False,  # it rescales gradients, outside the graph
         mistakes=[
             Mistake("per tensor", "clip by the *global* norm: one scale for all tensors, from the norm of all their "
                     "numbers together.", _validated(ref.clip_grad_norm, lambda *a: _clip(*a, per_tensor=True))),
@@ -609,6 +655,8 @@ SPECS = [
             Mistake("norms decay", "only the W_ matrices of linear maps decay: norm scales (w) and shifts do not.",
                     _groups_all_but_biases),
             Mistake("swapped", "return (decay, no_decay) in this order.", _groups_swapped),
+            Mistake("capital W", "the rule is a last part that starts with W_ (with the underscore): Wqkv, Weight or "
+                    "a lone W do not decay.", _groups_capital_W),
         ],
     ),
     Spec(
@@ -616,11 +664,15 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.apply_temperature,
         make_cases=_cases_apply_temperature,
+        gradients=False,  # sampling: no gradient flows through it
         mistakes=[
             Mistake("times", "divide the logits by the temperature: a temperature below 1 makes them larger and the "
                     "distribution sharper.", _temperature_times),
             Mistake("on probabilities", "the temperature divides the *logits*, before the softmax; dividing the "
                     "probabilities only shifts every log probability by the same amount.", _temperature_on_probs),
+            Mistake("greedy below a small T", "divide by the temperature for every T > 0, however small: logits "
+                    "1e-4 apart at T = 1e-4 still give probabilities 0.27 and 0.73, not 0 and 1 (greedy decoding "
+                    "is T = 0, which the sampler does separately).", _temperature_greedy_below),
         ],
     ),
     Spec(
@@ -628,6 +680,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.top_k_filter,
         make_cases=_cases_top_k_filter,
+        gradients=False,  # sampling: no gradient flows through it
         mistakes=[
             Mistake("ties broken", "keep every logit >= the k-th largest value: ties with it are kept too (so more than "
                     "k may remain).", _validated(ref.top_k_filter, _topk_by_index)),
@@ -640,6 +693,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.top_p_filter,
         make_cases=_cases_top_p_filter,
+        gradients=False,  # sampling: no gradient flows through it
         mistakes=[
             Mistake("crossing token dropped", "keep the token that crosses p: a token stays when the mass *before* it "
                     "is below p.", _validated(ref.top_p_filter, _topp_exclusive)),
@@ -651,12 +705,16 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.sample_from_probs,
         make_cases=_cases_sample_from_probs,
+        gradients=False,  # ids
         mistakes=[
             Mistake("u <= cdf", "choose the first i with u < cdf[i] (strictly): a u exactly on a boundary belongs to the "
                     "next token.", _validated(ref.sample_from_probs, _sample_le)),
             Mistake("argmax", "draw with the uniforms (inverse CDF), do not take the most likely token.", _validated(ref.sample_from_probs, _sample_argmax)),
             Mistake("probability 0 drawn", "when rounding leaves the cdf below u, choose the last token whose "
                     "probability is not 0.", _validated(ref.sample_from_probs, _sample_no_guard)),
+            Mistake("count of non-zeros", "the fallback is the last token whose probability is not 0, wherever the "
+                    "zeros are: the number of non-zero tokens minus 1 is that token only when every zero comes after "
+                    "it (after top-k or top-p they may sit anywhere).", _validated(ref.sample_from_probs, _sample_count_nonzero)),
         ],
     ),
 ]
