@@ -22,6 +22,9 @@ class Unsupported:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Unsupported) and self.type_name == other.type_name
 
+    def __hash__(self) -> int:  # a dict key on the wire may hold one: decoding must not fail
+        return hash(("Unsupported", self.type_name))
+
 
 class CheckFailure(AssertionError):
     """A check failed: the message is the sentence the learner reads."""

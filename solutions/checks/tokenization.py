@@ -776,7 +776,6 @@ SPECS = [
                 _ratio_of_stripped_text,
             ),
         ],
-        # no twice_driver yet: tests/test_grading_chapters.py needs one numeric exercise per
-        # chapter without a driver to grade a "doubled" answer
+        driver=twice_driver,
     ),
 ]
