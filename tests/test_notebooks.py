@@ -27,9 +27,17 @@ from solutions.notebooks import (
     stub_path,
     validate_stub,
 )
+from solutions.parts import PARTS_DIR_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = solutions.CHAPTERS
+
+
+@pytest.fixture(autouse=True)
+def _saved_parts_in_a_temporary_folder(tmp_path, monkeypatch):
+    # the notebooks' save_my_parts cells write there (not beside the committed notebooks), and
+    # their use_my_parts switches look only there: an executed notebook never sees a developer's parts
+    monkeypatch.setenv(PARTS_DIR_ENV, str(tmp_path / "parts"))
 
 
 def _graded(cell):

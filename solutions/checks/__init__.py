@@ -104,7 +104,29 @@ def _check_own_code(spec, fn, **kwargs) -> None:
             f"{getattr(fn, '__qualname__', '?')}), not your own code: it earns no points, and the grader "
             f"flags it for the instructor."
         )
-    return check_function(spec, fn, **kwargs)
+    result = check_function(spec, fn, **kwargs)
+    _PASSED_CODE[spec.name] = fn  # what passed, for save_my_parts (the verdict stays in _RESULTS)
+    return result
+
+
+# exercise name -> the function or class that last passed its check in this kernel
+_PASSED_CODE: dict[str, Callable] = {}
+
+
+def save_my_parts(chapter: str | None = None, *, folder: str | None = None,
+                  drive_folder: str | None = "transformer-course") -> None:
+    """Save your exercises that passed their checks in this kernel, for later notebooks.
+
+    Writes one plain Python file per chapter, ``my_parts_<chapter>.py`` (the course version and
+    every check's verdict in its header, then your code as you wrote it), beside the notebook,
+    or into ``folder``. In Colab it is copied into ``My Drive/<drive_folder>`` (Google asks you
+    to allow access), or downloaded if you decline or pass drive_folder=None. A later notebook
+    loads it with its switch ``use_my_parts = True``. Returns None; raises
+    solutions.parts.PartsError for an unknown chapter.
+    """
+    from solutions.parts import save_parts  # notebook tooling: loaded only when asked for
+
+    save_parts(_RESULTS, _PASSED_CODE, chapter=chapter, folder=folder, drive_folder=drive_folder)
 
 
 def __dir__() -> list[str]:
@@ -167,4 +189,4 @@ def summary(chapter: str | None = None) -> None:
         print(f"Score: {earned}/{total}")
 
 
-__all__ = ["Case", "CheckFailure", "Mistake", "NotImplementedYet", "Spec", "PUBLIC_SEED", "SPECS", "inputs", "passed", "probe_inputs", "specs_for", "summary"]
+__all__ = ["Case", "CheckFailure", "Mistake", "NotImplementedYet", "Spec", "PUBLIC_SEED", "SPECS", "inputs", "passed", "probe_inputs", "save_my_parts", "specs_for", "summary"]
