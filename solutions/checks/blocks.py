@@ -371,7 +371,7 @@ def _cases_GPT(seed: int) -> list[Case]:
 class _GPTVariant(ref.GPT):
     """The reference model's forward with one step changed or left out (a flag per variant)."""
 
-    check_context, add_positions, final_norm, always_tied = True, True, True, False
+    check_context, add_positions, final_norm, always_tied, tied_detached = True, True, True, False, False
 
     def forward(self, tokens):
         if self.check_context and tokens.shape[-1] > self.config.n_ctx:
@@ -383,7 +383,8 @@ class _GPTVariant(ref.GPT):
             x = block(x)
         if self.final_norm:
             x = self.ln_final(x)
-        return x @ (self.embed.W_E.T if self.always_tied or self.config.tie_embeddings else self.W_U)
+        W_E = self.embed.W_E.detach() if self.tied_detached else self.embed.W_E
+        return x @ (W_E.T if self.always_tied or self.config.tie_embeddings else self.W_U)
 
 
 class _GPTNoFinalNorm(_GPTVariant):
@@ -407,17 +408,7 @@ class _GPTNoPositions(_GPTVariant):
 class _GPTTiedDetached(_GPTVariant):
     """Tied through .detach(): the unembedding's share of W_E's gradient is lost."""
 
-    def forward(self, tokens):
-        if not self.config.tie_embeddings:
-            return super().forward(tokens)
-        if tokens.shape[-1] > self.config.n_ctx:
-            raise ValueError(f"n_ctx = {self.config.n_ctx}")
-        x = self.embed(tokens)
-        if self.config.positions == "learned":
-            x = x + self.pos_embed(tokens)
-        for block in self.blocks:
-            x = block(x)
-        return self.ln_final(x) @ self.embed.W_E.detach().T
+    tied_detached = True
 
 
 class _GPTInitScaled(ref.GPT):
