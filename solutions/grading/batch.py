@@ -258,7 +258,10 @@ def grade_isolated(submissions: list[grader.Submission], released: grader.Releas
     """Yield ``(submission, result)`` in the order they finish, each graded in a process of its
     own, at most ``workers`` at once. A process that dies or hangs without a result is replaced
     and the submission graded again in a fresh one, up to ``tries`` times in all; then it gets a
-    "needs attention" result that says so. ``target`` (tests only) replaces the process body."""
+    "needs attention" result that says so. ``target`` (tests only) replaces the process body.
+
+    The processes are started by multiprocessing's forkserver, so a script that calls this (or
+    :func:`grade_assignment`) needs the usual ``if __name__ == "__main__":`` guard."""
     from multiprocessing.connection import wait
 
     context, target = _context(), target or _grade_in_child
