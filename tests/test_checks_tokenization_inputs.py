@@ -412,6 +412,8 @@ def test_the_special_texts_each_tell_their_change_apart():
         "a byte-order mark first": lambda t: t.encode("utf-8").decode("utf-8-sig"),
         "the special-token string <|endoftext|>": lambda t: t.replace(ref.ENDOFTEXT, ""),
         "control characters (NUL, escape, delete)": lambda t: t.replace("\x00", ""),
+        "spaces other than ' ' (no-break U+00A0, ideographic U+3000, narrow no-break U+202F)":
+            lambda t: t.replace("\xa0", " "),
     }
     assert set(labelled) == set(changes)
     for label, change in changes.items():
@@ -449,3 +451,317 @@ def test_each_check_stays_well_under_a_second_with_thousands_of_items(spec, caps
     check_function(spec, spec.reference, seed=31337, device="cpu")
     assert time.process_time() - start < 1.0, spec.name
     assert "correct" in capsys.readouterr().out
+
+
+# --- the second attack on chapter 1: wrong answers that passed the checks above ------------------------
+# Each wrong answer below passed its check until the text family had spaces other than ' ', every
+# kind of surrogate, ties among ids past 65,535, merges with ids past 512, one-character texts of
+# several bytes, and until the driver compared a fresh copy of a function with a mutable default.
+
+
+def _bytes(text):
+    return list(text.encode("utf-8"))
+
+
+def text_to_bytes_joining_surrogate_pairs(text):
+    """Round-trips through UTF-16 with surrogatepass, which joins a high and a low surrogate into
+    one character: the str '\\ud83d\\ude00' holds two lone surrogates, not the emoji, and has no
+    UTF-8 bytes."""
+    try:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError:
+        pass
+    return _bytes(text)
+
+
+def text_to_bytes_surrogateescape(text):
+    """errors='surrogateescape' raises for most surrogates but turns U+DC80..U+DCFF into the
+    bytes 0x80..0xFF."""
+    return list(text.encode("utf-8", errors="surrogateescape"))
+
+
+def text_to_bytes_high_surrogates_only(text):
+    """A guard for the high surrogates only: a lone low surrogate gets the three bytes that
+    surrogatepass writes."""
+    for i, c in enumerate(text):
+        if 0xD800 <= ord(c) <= 0xDBFF:
+            raise UnicodeEncodeError("utf-8", text, i, i + 1, "surrogates not allowed")
+    return list(text.encode("utf-8", "surrogatepass"))
+
+
+def text_to_bytes_no_break_space(text):
+    """'Cleans' the no-break space U+00A0 (2 bytes) into the space 0x20."""
+    return _bytes(text.replace("\xa0", " "))
+
+
+def encode_no_break_space(text, merges):
+    """Encodes the text after turning U+00A0 into a space."""
+    return ref.encode(text.replace("\xa0", " "), merges)
+
+
+def decode_no_break_space(ids, vocab):
+    """Decodes, then turns U+00A0 into a space: not the text the bytes hold."""
+    return ref.decode(ids, vocab).replace("\xa0", " ")
+
+
+def compression_ratio_no_break_space(text, ids):
+    """Counts U+00A0 as one byte."""
+    if not ids:
+        raise ValueError("ids is empty: there are no tokens to divide the bytes by")
+    return len(text.replace("\xa0", " ").encode("utf-8")) / len(ids)
+
+
+@pytest.mark.parametrize(
+    "exercise, answer, says",
+    [
+        ("text_to_bytes", text_to_bytes_joining_surrogate_pairs, "joins them into a character the text does not hold"),
+        ("text_to_bytes", text_to_bytes_surrogateescape, "errors='surrogateescape' turns the lone surrogates U+DC80..U+DCFF"),
+        ("text_to_bytes", text_to_bytes_high_surrogates_only, "a lone low surrogate (U+DC00..U+DFFF) should raise UnicodeEncodeError"),
+        ("text_to_bytes", text_to_bytes_no_break_space, "after you turned each no-break space (U+00A0) into a space"),
+        ("encode", encode_no_break_space, "after you turned each no-break space (U+00A0) into a space"),
+        ("decode", decode_no_break_space, "after you turned each no-break space (U+00A0) into a space"),
+        ("compression_ratio", compression_ratio_no_break_space, "your ratio is the right one for the text after you turned each no-break space"),
+    ],
+)
+def test_surrogates_and_unusual_spaces_fail_with_their_hint(exercise, answer, says):
+    assert says in fails(exercise, answer)
+
+
+def most_frequent_pair_packed_65536(counts):
+    """Breaks ties on a * 65536 + b: like tuple order only while every second id is below 65,536,
+    and a real vocabulary (cl100k: 100,256 tokens) goes past that."""
+    if not counts:
+        raise ValueError("counts is empty: there is no pair to choose")
+    return min(counts, key=lambda p: (-counts[p], p[0] * 65536 + p[1]))
+
+
+def most_frequent_pair_packed_million(counts):
+    """The same with a * 10**6 + b: the ids have no upper bound."""
+    if not counts:
+        raise ValueError("counts is empty: there is no pair to choose")
+    return min(counts, key=lambda p: (-counts[p], p[0] * 10**6 + p[1]))
+
+
+@pytest.mark.parametrize("answer", [most_frequent_pair_packed_65536, most_frequent_pair_packed_million])
+def test_a_tie_packed_with_a_large_factor_fails(answer):
+    for seed in (0, HIDDEN):
+        message = fails("most_frequent_pair", answer, seed=seed)
+        assert "is the smaller pair" in message and "a * 65536 + b" in message and "no upper bound" in message
+
+
+def most_frequent_pair_left_to_min(counts):
+    """No handling of the empty counts: min() raises its own ValueError, a message written by no
+    one for this exercise."""
+    return min(counts, key=lambda p: (-counts[p], p))
+
+
+def test_python_s_own_empty_sequence_message_is_not_the_answer_s_sentence():
+    message = fails_everywhere("most_frequent_pair", most_frequent_pair_left_to_min)
+    assert "most_frequent_pair on empty counts" in message
+    assert "Python's own message from min() or max() of an empty sequence" in message
+
+
+def merge_restarting(ids, pair, new_id):
+    """Replaces the first occurrence, then searches again from the start: the ids it wrote are
+    scanned again, so merge([5, 5, 5, 5], (5, 5), 5) gives [5], not [5, 5]."""
+    ids = list(ids)
+    while True:
+        for i in range(len(ids) - 1):
+            if (ids[i], ids[i + 1]) == tuple(pair):
+                ids[i : i + 2] = [new_id]
+                break
+        else:
+            return ids
+
+
+def test_a_merge_that_rescans_what_it_wrote_fails():
+    message = fails_everywhere("merge", merge_restarting)
+    assert "new_id equal to the pair's" in message
+    assert "search again from the start" in message and "one scan left to right" in message
+
+
+def train_bpe_empty_text_first(text, vocab_size):
+    """Returns {} for the empty text before it checks vocab_size: train_bpe('', 100) must raise."""
+    if not text:
+        return {}
+    return ref.train_bpe(text, vocab_size)
+
+
+def train_bpe_counting_characters(text, vocab_size):
+    """'Fewer than 2 characters: no pair', but pairs are pairs of bytes: 'é' has one."""
+    if vocab_size < 256:
+        raise ValueError(f"vocab_size must be at least 256, got {vocab_size}")
+    if len(text) < 2:
+        return {}
+    return ref.train_bpe(text, vocab_size)
+
+
+def test_train_bpe_shortcuts_for_short_texts_fail():
+    message = fails_everywhere("train_bpe", train_bpe_empty_text_first)
+    assert "the empty text with vocab_size 100" in message and "should raise ValueError" in message
+    message = fails_everywhere("train_bpe", train_bpe_counting_characters)
+    assert "one character of two bytes" in message and "pairs are pairs of bytes, not of characters" in message
+
+
+def train_bpe_filling_its_default(text, vocab_size, merges={}):  # noqa: B006 (the mistake under test)
+    """A mutable default that keeps the merges of earlier calls and returns a copy: twice on one
+    input it gives the same answer; on the next input it starts from the last one's merges."""
+    if vocab_size < 256:
+        raise ValueError(f"vocab_size must be at least 256, got {vocab_size}")
+    ids = ref.text_to_bytes(text)
+    for pair, new_id in merges.items():
+        ids = ref.merge(ids, pair, new_id)
+    for new_id in range(256 + len(merges), vocab_size):
+        counts = ref.get_pair_counts(ids)
+        if not counts:
+            break
+        pair = ref.most_frequent_pair(counts)
+        ids = ref.merge(ids, pair, new_id)
+        merges[pair] = new_id
+    return dict(merges)
+
+
+def test_a_default_that_fills_up_is_state_kept_between_calls_not_a_vocab_size_mistake():
+    message = fails("train_bpe", train_bpe_filling_its_default)
+    assert "a fresh copy of the function, with its default arguments as def made them (merges={})" in message
+    assert "state kept between calls" in message
+    assert "vocab_size counts the 256 byte tokens" not in message
+
+
+def test_a_mutable_default_that_keeps_nothing_passes():
+    def get_pair_counts(ids, seen=[]):  # noqa: B006 (read, never kept)
+        return ref.get_pair_counts(list(seen) + list(ids))
+
+    check_function(check.SPECS["get_pair_counts"], get_pair_counts, device="cpu")
+
+
+def encode_stand_in_rank(rank):
+    def encode(text, merges):
+        """Gives a pair that is not a merge a stand-in rank: right while every merge id is below
+        it, and a real vocabulary has ids past 512, 1000 and 50,257."""
+        ids = ref.text_to_bytes(text)
+        while len(ids) >= 2:
+            pair = min(zip(ids, ids[1:]), key=lambda p: merges.get(p, rank))
+            if pair not in merges:
+                break
+            ids = ref.merge(ids, pair, merges[pair])
+        return ids
+
+    return encode
+
+
+@pytest.mark.parametrize("rank", [512, 1000, 50257])
+def test_a_stand_in_rank_for_a_pair_that_is_not_a_merge_fails(rank):
+    message = fails("encode", encode_stand_in_rank(rank))
+    assert "you stopped merging too early, as if a pair that is not a merge had" in message
+    assert f"{rank}" in message.splitlines()[-1] and "must lose to every merge, whatever its id" in message
+
+
+def encode_counting_characters(text, merges):
+    """'Fewer than 2 characters: nothing to merge', but 'é' is two bytes that a merge joins."""
+    if len(text) < 2:
+        return ref.text_to_bytes(text)
+    return ref.encode(text, merges)
+
+
+def encode_rank_from_max(text, merges):
+    """A rank no merge has, as max(merges.values()) + 1: crashes on merges {}, which is what
+    train_bpe(text, 256) returns."""
+    never = max(merges.values()) + 1
+    ids = ref.text_to_bytes(text)
+    while len(ids) >= 2:
+        pair = min(zip(ids, ids[1:]), key=lambda p: merges.get(p, never))
+        if pair not in merges:
+            break
+        ids = ref.merge(ids, pair, merges[pair])
+    return ids
+
+
+def test_encode_shortcuts_and_empty_merges_fail():
+    message = fails("encode", encode_counting_characters)
+    assert "encode('é', {(195, 169): 256})" in message and "merges join bytes, not characters" in message
+    message = fails("encode", encode_rank_from_max)
+    assert "no merges ({}, what train_bpe(text, 256) returns)" in message
+    assert "Python's own message from min() or max()" in message
+
+
+def decode_never_flushed(ids, vocab):
+    """An incremental UTF-8 decoder never flushed: the bytes of an unfinished character at the
+    end are dropped instead of becoming U+FFFD."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out = []
+    for i in ids:
+        if i not in vocab:
+            raise ValueError(f"id {i} is not in vocab, so it cannot be decoded")
+        out.append(decoder.decode(vocab[i]))
+    return "".join(out)
+
+
+def test_an_unflushed_decoder_fails():
+    message = fails_everywhere("decode", decode_never_flushed)
+    assert "decode on an unfinished character at the end" in message
+    assert "an incremental decoder must be flushed" in message
+
+
+def compression_ratio_int_when_whole(text, ids):
+    """Returns an int when the division comes out whole. Not a mistake: the notebook asks for
+    "the number of UTF-8 bytes per token", and for the stub's `-> float` an int is a float
+    (PEP 484's numeric tower); the checks of every chapter take an int where a float is expected."""
+    if not ids:
+        raise ValueError("ids is empty: there are no tokens to divide the bytes by")
+    ratio = len(text.encode("utf-8")) / len(ids)
+    return int(ratio) if ratio.is_integer() else ratio
+
+
+def test_a_whole_ratio_returned_as_an_int_passes():
+    check_function(check.SPECS["compression_ratio"], compression_ratio_int_when_whole, device="cpu")
+
+
+def _raising(exercise, message):
+    def most_frequent_pair(counts):
+        if not counts:
+            raise ValueError(message)
+        return ref.most_frequent_pair(counts)
+
+    def train_bpe(text, vocab_size):
+        if vocab_size < 256:
+            raise ValueError(message)
+        return ref.train_bpe(text, vocab_size)
+
+    def decode(ids, vocab):
+        bad = [i for i in ids if i not in vocab]
+        if bad:
+            raise ValueError(message.format(bad[0]))
+        return ref.decode(ids, vocab)
+
+    return {"most_frequent_pair": most_frequent_pair, "train_bpe": train_bpe, "decode": decode}[exercise]
+
+
+@pytest.mark.parametrize(
+    "exercise, message",
+    [
+        ("most_frequent_pair", "nope nope"),
+        ("train_bpe", "vocab_size"),
+        ("train_bpe", "Invalid vocab_size"),
+        ("decode", "nope nope {}"),
+    ],
+)
+def test_a_name_or_a_repeated_word_is_no_sentence(exercise, message):
+    assert "without a sentence that says why" in fails(exercise, _raising(exercise, message))
+
+
+@pytest.mark.parametrize(
+    "exercise, message",
+    [
+        ("most_frequent_pair", "no pairs"),
+        ("most_frequent_pair", "counts is empty"),
+        ("train_bpe", "vocab_size must be at least 256"),
+        ("train_bpe", "vocab_size 100 is below 256"),
+        ("decode", "unknown id {}"),
+        ("decode", "id {} isn't in vocab"),
+    ],
+)
+def test_short_sentences_that_say_why_pass(exercise, message):
+    check_function(check.SPECS[exercise], _raising(exercise, message), device="cpu")

@@ -8,9 +8,11 @@ counterpart of the tensor families (zeros, infinities, ties) of the later chapte
   ``\\r\\n``), upper case, Unicode that is not normalised (a combining accent, which NFC would
   join with its letter; a ligature and a superscript, which NFKC would replace), leading and
   trailing whitespace, a byte-order mark, the special-token string ``<|endoftext|>``, control
-  characters (NUL, escape, delete), and a str
-  that holds a lone surrogate (it has no UTF-8 form) for the exercises whose contract says what
-  happens to one;
+  characters (NUL, escape, delete), spaces other than the ASCII one (no-break, ideographic,
+  narrow no-break), and strs that hold surrogates (:func:`lone_surrogates`: a high one, a low
+  one, one that ``errors="surrogateescape"`` would turn into a byte, and a high and a low side
+  by side, which is two lone surrogates, not one character: none has a UTF-8 form) for the
+  exercises whose contract says what happens to one;
 * the **size family** (:func:`long_text`, :func:`long_ids`): inputs of thousands of items, so
   that code that recurses once per item, or is quadratic, fails within a check's time budget.
 
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 import copy
 import random
+import re
+import types
 import unicodedata
 from typing import Any, Callable
 
@@ -79,12 +83,33 @@ def special_texts(rng: random.Random) -> list[tuple[str, str]]:
         ("the special-token string <|endoftext|>", f"{_words(rng, 2)}{ENDOFTEXT}{_words(rng, 1)}"),
         ("control characters (NUL, escape, delete)",
          f"{_words(rng, 1)}\x00{_words(rng, 1)}\x1b[0m\x7f {_words(rng, 1)}\x00"),
+        # web text is full of them; each is 2 or 3 UTF-8 bytes, and none is the space 0x20
+        ("spaces other than ' ' (no-break U+00A0, ideographic U+3000, narrow no-break U+202F)",
+         f"{_words(rng, 1)}\u00a0{_words(rng, 1)}\u00a0{_words(rng, 1)}\u3000{_words(rng, 1)}"
+         f"\u202f{_words(rng, 1)}\u00a0"),
     ]
 
 
-def lone_surrogate(rng: random.Random) -> str:
-    """A str with a lone surrogate: Python allows it, UTF-8 has no bytes for it."""
-    return f"{_words(rng, 1)} {chr(rng.randrange(0xD800, 0xE000))} {_words(rng, 1)}"
+def lone_surrogates(rng: random.Random) -> list[tuple[str, str]]:
+    """(label, text) pairs of strs with surrogates, none of which has UTF-8 bytes.
+
+    A guard written for one kind only (high surrogates), ``errors="surrogateescape"`` (which
+    turns U+DC80..U+DCFF into the bytes 0x80..0xFF) and a round trip through UTF-16 with
+    ``surrogatepass`` (which joins a high and a low surrogate into one character) each let one
+    of them through.
+    """
+    def around(middle: str) -> str:
+        return f"{_words(rng, 1)} {middle} {_words(rng, 1)}"
+
+    high, low = rng.randrange(0xD800, 0xDC00), rng.randrange(0xDC00, 0xE000)
+    return [
+        ("a lone high surrogate (U+D800..U+DBFF)", around(chr(high))),
+        ("a lone low surrogate (U+DC00..U+DFFF)", around(chr(rng.randrange(0xDC00, 0xDC80)))),
+        ("a lone surrogate from U+DC80..U+DCFF (what errors='surrogateescape' makes of a byte)",
+         around(chr(rng.randrange(0xDC80, 0xDD00)))),
+        ("a high and a low surrogate side by side (in a str, two lone surrogates: not one character)",
+         around(chr(high) + chr(low))),
+    ]
 
 
 def long_text(rng: random.Random, n_chars: int) -> str:
@@ -170,9 +195,20 @@ def _alike(a: Any, b: Any) -> bool:
 
 
 def _is_sentence(message: str) -> bool:
-    """At least two words: "counts is empty" is a sentence, "" and "empty" are not."""
-    words = [w for w in "".join(c if c.isalpha() else " " for c in message).split() if len(w) >= 2]
+    """At least two different words: "counts is empty" and "no pairs" are sentences; "", "empty",
+    "nope nope 999", "vocab_size" and "Invalid vocab_size" are not (a name such as vocab_size or
+    a number is no word: it says which, not why)."""
+    words = set()
+    for token in message.split():
+        word = token.strip(".,:;!?()[]{}<>\"'`-").replace("'", "")
+        if len(word) >= 2 and word.isalpha():
+            words.add(word.lower())
     return len(words) >= 2
+
+
+# Python's own messages for min() or max() of nothing (3.11 and 3.12+): the answer let an empty
+# input fall through to a built-in instead of refusing it with a sentence of its own
+_BUILTIN_EMPTY = re.compile(r"^(min|max)\(\) (arg is an empty sequence|iterable argument is empty)$")
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -195,13 +231,22 @@ def twice_driver(answer: Callable) -> Callable:
 
     * the second call disagrees with the first: the function keeps state between calls (a
       mutable default argument, a global, a cache keyed on part of the input);
-    * a ValueError without a sentence (the exercises ask for one that says why);
+    * the function has a mutable default argument, and a fresh copy of it (that default as it
+      was when the check started) gives another result: earlier calls left state in the default;
+    * a ValueError without a sentence (the exercises ask for one that says why), or with
+      Python's own message for min() or max() of an empty sequence;
     * a result that holds something other than plain Python values (a numpy integer).
     """
+
+    # the mutable defaults as def made them (or as they are when the check starts), for a fresh
+    # copy of the function: a function whose default fills up gives the same result twice on one
+    # input, but not what a fresh copy gives
+    pristine = _mutable_defaults(answer)
 
     def drive(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
         again = copy.deepcopy((args, kwargs))
+        fresh_args = copy.deepcopy((args, kwargs)) if pristine else None
         first, first_error = _call(answer, args, kwargs)
         second, second_error = _call(answer, *again)
         if first_error is None and first is second and isinstance(first, (list, dict, bytearray)):
@@ -214,7 +259,27 @@ def twice_driver(answer: Callable) -> Callable:
                 f"gave {_outcome_text(second, second_error)}, but the first call gave "
                 f"{_outcome_text(first, first_error)}"
             ))
+        if pristine:
+            fresh, fresh_error = _call(_fresh_copy(answer, pristine), *fresh_args)
+            if not _same_outcome(first, first_error, fresh, fresh_error):
+                names = ", ".join(f"{name}={_short(value, 30)}" for name, value in {**pristine[0], **pristine[1]}.items())
+                raise CheckSentence(
+                    f"it gave {_outcome_text(first, first_error)}, but a fresh copy of the function, "
+                    f"with its default arguments as def made them ({names}), gives "
+                    f"{_outcome_text(fresh, fresh_error)} on the same input: the earlier calls left "
+                    f"something in a default argument, and this call started from it (state kept "
+                    f"between calls). A default is made once, when def runs, and shared by every call: "
+                    f"default to None and make a new dict or list inside the function."
+                )
         if first_error is not None:
+            if isinstance(first_error, ValueError) and _BUILTIN_EMPTY.match(str(first_error)):
+                raise CheckSentence(
+                    f"it raised {type(first_error).__name__}({str(first_error)!r}): that is Python's "
+                    f"own message from min() or max() of an empty sequence, which your code let "
+                    f"through, not a sentence of yours. Handle this input yourself: where the exercise "
+                    f"asks for an error, raise a ValueError with a sentence that says what is wrong "
+                    f"with the input; where it does not, return the result this input has."
+                ) from first_error
             if isinstance(first_error, ValueError) and not _is_sentence(str(first_error)):
                 raise CheckSentence(
                     f"it raised {type(first_error).__name__}({str(first_error)!r}), without a "
@@ -236,6 +301,35 @@ def twice_driver(answer: Callable) -> Callable:
     drive.__name__ = getattr(answer, "__name__", "answer")
     drive.__wrapped__ = answer
     return drive
+
+
+_MUTABLE = (dict, list, set, bytearray)
+
+
+def _mutable_defaults(answer: Callable) -> tuple[dict, dict] | None:
+    """(positional defaults by name, keyword-only defaults), deep-copied, of a plain function
+    that has a mutable default; None for any other callable."""
+    if not isinstance(answer, types.FunctionType):
+        return None
+    code = answer.__code__
+    defaults = answer.__defaults__ or ()
+    names = code.co_varnames[code.co_argcount - len(defaults):code.co_argcount]
+    positional = dict(zip(names, defaults))
+    keyword = dict(answer.__kwdefaults__ or {})
+    if not any(isinstance(v, _MUTABLE) for v in (*positional.values(), *keyword.values())):
+        return None
+    try:
+        return copy.deepcopy(positional), copy.deepcopy(keyword)
+    except Exception:
+        return None
+
+
+def _fresh_copy(answer: types.FunctionType, pristine: tuple[dict, dict]) -> Callable:
+    positional, keyword = copy.deepcopy(pristine)
+    fresh = types.FunctionType(answer.__code__, answer.__globals__, answer.__name__,
+                               tuple(positional.values()) or None, answer.__closure__)
+    fresh.__kwdefaults__ = keyword or None
+    return fresh
 
 
 def _state_kept(what: str) -> str:
@@ -286,6 +380,10 @@ TEXT_CHANGES: list[tuple[str, Callable[[str], str]]] = [
     ("dropped its byte-order mark (U+FEFF), as the utf-8-sig codec does", _without_leading_bom),
     ("turned each \\r\\n into \\n", lambda t: t.replace("\r\n", "\n")),
     ("took out its newlines", lambda t: "".join(t.splitlines())),
+    ("turned each no-break space (U+00A0) into a space", lambda t: t.replace("\u00a0", " ")),
+    ("turned each ideographic space (U+3000) into a space", lambda t: t.replace("\u3000", " ")),
+    ("turned its spaces other than ' ' (no-break, ideographic, narrow no-break) into ' '",
+     lambda t: "".join(" " if c.isspace() and c not in "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85" else c for c in t)),
 ]
 
 

@@ -3,8 +3,9 @@
 Inputs come from ``random.Random(seed)``: a mix of English, accented letters, emoji, CJK text and
 whitespace runs; then the inputs real text has (:mod:`solutions.checks.texts`): newlines, upper
 case, text that is not Unicode-normalised, whitespace at the ends, a byte-order mark, the string
-"<|endoftext|>", a lone surrogate where the contract says what happens to it, a text encoded
-again under other merges, and inputs of thousands of ids or characters. Every answer is called
+"<|endoftext|>", spaces other than ' ', lone surrogates of every kind where the contract says
+what happens to them, a text encoded again under other merges, merges with ids past 512, and
+inputs of thousands of ids or characters. Every answer is called
 twice on each input (``twice_driver``), so state kept between calls shows. Every check takes
 well under a second.
 """
@@ -20,7 +21,9 @@ import regex
 from solutions import tokenization as ref
 from solutions.checks import texts
 from solutions.checks.core import Case, Mistake, Spec
-from solutions.checks.texts import changed_text, changed_text_hint, long_ids, long_text, special_texts, twice_driver
+from solutions.checks.texts import (
+    changed_text, changed_text_hint, long_ids, long_text, special_texts, twice_driver,
+)
 
 CHAPTER = "01_tokenization"
 
@@ -62,7 +65,7 @@ def _cases_text_to_bytes(seed: int) -> list[Case]:
     ]
     cases += [Case((_random_text(rng),), label="random characters") for _ in range(10)]
     cases += [Case((text,), label=label) for label, text in special_texts(rng)]
-    cases.append(Case((texts.lone_surrogate(rng),), label="a lone surrogate, which has no UTF-8 bytes"))
+    cases += [Case((text,), label=label) for label, text in texts.lone_surrogates(rng)]
     cases.append(Case((long_text(rng, 3000),), label="3,000 characters"))
     return cases
 
@@ -77,6 +80,18 @@ def _bytes_ignoring_errors(text: str) -> list[int]:
 
 def _bytes_replacing_errors(text: str) -> list[int]:
     return list(text.encode("utf-8", errors="replace"))
+
+
+def _bytes_escaping_surrogates(text: str) -> list[int]:
+    return list(text.encode("utf-8", errors="surrogateescape"))
+
+
+def _bytes_joining_surrogate_pairs(text: str) -> list[int]:
+    try:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError:
+        pass
+    return list(text.encode("utf-8"))
 
 
 def _diagnose_text_to_bytes(case: Case, actual: Any, expected: Any) -> Optional[str]:
@@ -153,6 +168,10 @@ def _cases_most_frequent_pair(seed: int) -> list[Case]:
     # (a << 8) | b, orders such pairs wrongly. The smallest pair is never listed first.
     cases.append(Case(({(1, 0): 5, (0, 300): 5, (0, 2): 1},), label="a tie where a second id is 256 or more"))
     cases.append(Case(({(300, 2): 4, (299, 4000): 4, (1, 1): 2},), label="a tie between merged ids"))
+    # ids have no upper bound (cl100k has 100,256 tokens): a * 65536 + b fails here, a * 10**6 + b
+    # on the next case
+    cases.append(Case(({(1, 0): 2, (0, 70000): 2, (2, 2): 1},), label="a tie where a second id is 65,536 or more"))
+    cases.append(Case(({(3, 7): 6, (2, rng.randrange(10**7, 10**9)): 6, (0, 1): 5},), label="a tie where a second id is in the millions"))
     for _ in range(3):
         pairs = [(rng.randrange(3), rng.randrange(240, 600)) for _ in range(6)]
         counts = {p: rng.randint(1, 3) for p in pairs}
@@ -178,9 +197,13 @@ def _is_pair(value: Any) -> bool:
     return isinstance(value, tuple) and len(value) == 2 and all(type(x) is int for x in value)
 
 
-def _packed(pair: tuple[int, int]) -> tuple[int, int]:
+# the numbers a pair is packed into, one per factor a learner might pick
+_PACKING_FACTORS = (256, 1000, 1024, 10_000, 65_536, 100_000, 1_000_000, 2**20, 2**24, 2**31, 2**32)
+
+
+def _packed(pair: tuple[int, int]) -> tuple[int, ...]:
     a, b = pair
-    return (a << 8) | b, a * 256 + b
+    return tuple(a * factor + b for factor in _PACKING_FACTORS)
 
 
 def _diagnose_most_frequent_pair(case: Case, actual: Any, expected: Any) -> Optional[str]:
@@ -191,9 +214,10 @@ def _diagnose_most_frequent_pair(case: Case, actual: Any, expected: Any) -> Opti
         if any(x < y for x, y in zip(_packed(actual), _packed(expected))) and max(actual + expected) >= 256:
             return (
                 f"{actual} and {expected} tie at {counts[expected]} occurrences, and {expected} is the "
-                f"smaller pair. A pair packed into one number (a * 256 + b, or (a << 8) | b) orders "
-                f"pairs like tuples only while every id is below 256, and merged ids go past 255: "
-                f"compare the pairs themselves."
+                f"smaller pair. A pair packed into one number (a * 256 + b, (a << 8) | b, a * 65536 + b, "
+                f"...) orders pairs like tuples only while every id is below the factor, and ids have "
+                f"no upper bound (merged ids go past 255, a real vocabulary past 65,535): compare the "
+                f"pairs themselves."
             )
         return (
             f"{actual} and {expected} tie at {counts[expected]} occurrences; the rule gives a tie to "
@@ -220,6 +244,9 @@ def _cases_merge(seed: int) -> list[Case]:
         Case(([1, 1, 2], (1, 2), 257), label="the pair after a partial match"),
         Case(([12, 3, 1, 23], (1, 2), 256), label="digits that would join in a string"),
         Case(([3, 4, 5], (1, 2), 256), label="the pair does not occur: still a new list"),
+        # merge works for any new_id; one scan left to right never looks at what it wrote
+        Case(([5, 5, 5, 5], (5, 5), 5), label="new_id equal to the pair's ids: one scan, what it wrote is not scanned again"),
+        Case(([1, 2, 2, 7], (1, 2), 1), label="new_id equal to the pair's first id: one scan"),
     ]
     for _ in range(12):
         ids = _ids(rng, rng.randint(2, 3), 16)
@@ -257,6 +284,17 @@ def _merge_dropping_last(ids: list[int], pair: tuple[int, int], new_id: int) -> 
     return out
 
 
+def _merge_restarting(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    ids = list(ids)
+    while True:
+        for i in range(len(ids) - 1):
+            if (ids[i], ids[i + 1]) == pair:
+                ids[i : i + 2] = [new_id]
+                break
+        else:
+            return ids
+
+
 def _merge_first_only(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     for i in range(len(ids) - 1):
         if (ids[i], ids[i + 1]) == pair:
@@ -276,6 +314,9 @@ def _cases_train_bpe(seed: int) -> list[Case]:
         Case(("", 260), label="the empty text"),
         Case(("abc", 100), label="vocab_size too small"),
         Case(("abc", 255), label="vocab_size one too small"),
+        Case(("", 100), label="the empty text with vocab_size 100: too small, whatever the text"),
+        Case(("é", 256 + 5), label="one character of two bytes: one pair of bytes"),
+        Case(("😀", 256 + 5), label="one character of four bytes"),
         Case(("zzyyxx zzyyxx", 262), label="merges learned out of sorted order"),
     ]
     for _ in range(5):
@@ -317,6 +358,11 @@ def _diagnose_train_bpe(case: Case, actual: Any, expected: Any) -> Optional[str]
         )
     if set(actual.items()) == set(expected.items()):
         return None  # the right merges in another order: the difference says so
+    if not actual and expected and len(text) < 2:
+        return (
+            f"you learned no merge from {text!r}, one character, but it is {len(text.encode('utf-8'))} "
+            f"UTF-8 bytes: pairs are pairs of bytes, not of characters, so it has pairs to merge."
+        )
     if actual and min(actual.values(), default=256) == 255:
         return "new ids start at 256: ids 0..255 are taken by the bytes."
     learned = list(actual.items())
@@ -394,7 +440,20 @@ def _cases_encode(seed: int) -> list[Case]:
     for label, text in special_texts(rng):
         # merges learned on the text itself, so that changing the text changes its ids
         cases.append(Case((text, ref.train_bpe(text, 256 + rng.randint(6, 10))), label=label))
-    cases.append(Case((texts.lone_surrogate(rng), merges), label="a lone surrogate, which has no UTF-8 bytes"))
+    cases += [Case((text, merges), label=label) for label, text in texts.lone_surrogates(rng)]
+    # one character is several bytes, which merges join; and no merges at all (train_bpe(text, 256))
+    cases.append(Case(("é", {(195, 169): 256}), label="one character of two bytes, and a merge of them"))
+    cases.append(Case((_text(rng, 2), {}), label="no merges ({}, what train_bpe(text, 256) returns): the bytes"))
+    # a real vocabulary has thousands of merges: ids past 512 (a "not a merge" rank of 512 or
+    # 1000 must lose to every merge), learned on text the case then encodes
+    train_text = long_text(rng, 700)
+    many = ref.train_bpe(train_text, 256 + 420)
+    cases.append(Case((train_text[:240], many), label=f"{len(many)} merges, ids up to {max(many.values())}"))
+    # ids past GPT-2's 50,257 (cl100k has 100,256 tokens): the same merges, numbered from 100,000
+    shift = 100_000 - 256
+    renumbered = {tuple(i + shift if i >= 256 else i for i in pair): new_id + shift
+                  for pair, new_id in list(many.items())[:40]}
+    cases.append(Case((train_text[:120], renumbered), label="merges with ids past 100,000, as in a vocabulary of cl100k's size"))
     # the size family, and the same text again under fewer merges: its ids now are other ones
     text = long_text(rng, 1500)
     learned = ref.train_bpe(text, 256 + 16)
@@ -456,6 +515,22 @@ def _encode_split_first(text: str, merges: dict) -> list[int]:
     return [i for chunk in regex.findall(ref.GPT2_SPLIT_PATTERN, text) for i in ref.encode(chunk, merges)]
 
 
+# ranks a learner might give a pair that is not a merge
+_STAND_IN_RANKS = (512, 1000, 1024, 10_000, 50_257, 65_536, 100_000)
+
+
+def _encode_with_stand_in(text: str, merges: dict, rank: int) -> Optional[list[int]]:
+    ids = ref.text_to_bytes(text)
+    if not merges or rank > max(merges.values()):
+        return None  # the stand-in is right for these merges
+    while len(ids) >= 2:
+        pair = min(zip(ids, ids[1:]), key=lambda p: merges.get(p, rank))
+        if pair not in merges:
+            break
+        ids = ref.merge(ids, pair, merges[pair])
+    return ids
+
+
 def _diagnose_encode(case: Case, actual: Any, expected: Any) -> Optional[str]:
     if not isinstance(actual, list) or not all(type(i) is int for i in actual):
         return None
@@ -474,7 +549,26 @@ def _diagnose_encode(case: Case, actual: Any, expected: Any) -> Optional[str]:
             f"merges, such as a cache keyed on the text alone?)."
         )
     what = changed_text(text, actual, lambda t: ref.encode(t, merges))
-    return changed_text_hint(what) if what else None
+    if what:
+        return changed_text_hint(what)
+    start = ref.text_to_bytes(text)
+    if len(text) == 1 and actual == start and expected != start:
+        pair = next(p for p in zip(start, start[1:]) if p in merges)
+        return (
+            f"you returned the bytes of {text!r} with no merge applied, but {pair} is adjacent in them "
+            f"and is a merge: merges join bytes, not characters, so even a text of one character may "
+            f"have merges to apply."
+        )
+    stand_in = [rank for rank in _STAND_IN_RANKS if actual == _encode_with_stand_in(text, merges, rank)]
+    if stand_in:
+        rank = f"the rank {stand_in[0]}" if len(stand_in) == 1 else f"a rank such as {stand_in[0]} or {stand_in[-1]}"
+        return (
+            f"you stopped merging too early, as if a pair that is not a merge had {rank}; "
+            f"these merges have ids up to {max(merges.values())}: a pair that is not a merge must lose "
+            f"to every merge, whatever its id (a stand-in rank such as 512, 1000 or 50257 does not; "
+            f"float('inf') does, or look only at the pairs that are merges)."
+        )
+    return None
 
 
 # --- 7. decode --------------------------------------------------------------------------------
@@ -503,6 +597,10 @@ def _cases_decode(seed: int) -> list[Case]:
     for ids in ([0xFF, 104, 105], list("😀".encode("utf-8"))[:2] + [33]):
         vocab = {i: bytes([i]) for i in sorted(set(ids))}
         cases.append(Case((ids, vocab), label="not valid UTF-8"))
+    # a model may stop halfway through a character: the unfinished bytes at the end show as U+FFFD
+    for ids in ([104, 0xF0, 0x9F], [104, 105, 0xC3]):
+        vocab = {i: bytes([i]) for i in sorted(set(ids))}
+        cases.append(Case((ids, vocab), label="an unfinished character at the end"))
     for ids, vocab, label in [
         ([104, 999], {104: b"h", 105: b"i"}, "an id above every id of vocab"),
         ([104, 50], {104: b"h", 105: b"i"}, "an id between ids of vocab"),
@@ -531,6 +629,12 @@ def _decode_token_by_token(ids: list[int], vocab: dict) -> str:
 def _diagnose_decode(case: Case, actual: Any, expected: Any) -> Optional[str]:
     if not isinstance(actual, str) or not isinstance(expected, str):
         return None
+    if expected.endswith("\ufffd") and actual == expected.rstrip("\ufffd"):
+        return (
+            "the bytes of an unfinished character at the end became nothing; they are invalid UTF-8 "
+            "like any other and show as U+FFFD. Decode all the bytes at once (an incremental decoder "
+            "must be flushed at the end: decode(b'', final=True))."
+        )
     what = changed_text(expected, actual, lambda t: t)
     if what is None:
         return None
@@ -549,6 +653,7 @@ def _cases_compression_ratio(seed: int) -> list[Case]:
     cases = [
         Case(("café 😀 日本", ref.encode("café 😀 日本", merges)), label="multi-byte characters"),
         Case(("abc", [97, 98, 99]), label="one byte per token"),
+        Case(("aabb", [256, 257]), label="a ratio that comes out whole"),
         Case(("", []), label="no tokens"),
         Case(("ab", []), label="text but no tokens"),
     ]
@@ -560,6 +665,17 @@ def _cases_compression_ratio(seed: int) -> list[Case]:
     text = long_text(rng, 3000)
     cases.append(Case((text, ref.encode(text, merges)), label="3,000 characters"))
     return cases
+
+
+def _diagnose_compression_ratio(case: Case, actual: Any, expected: Any) -> Optional[str]:
+    if type(actual) is not float:
+        return None
+    text, ids = case.args
+    what = changed_text(text, actual, lambda t: ref.compression_ratio(t, ids))
+    # a ratio is one number, which other changes may give by chance: only the spaces are told
+    # apart here (the known mistakes say the rest)
+    spaces = [p for p in (what or "").split(" or ") if "space (U+" in p or "' '" in p]
+    return changed_text_hint(" or ".join(spaces)).replace("your result", "your ratio") if spaces else None
 
 
 # The wrong ratios refuse no tokens as the exercise asks, so that a learner who refuses them too
@@ -618,6 +734,21 @@ SPECS = [
                 "raise its UnicodeEncodeError.",
                 _bytes_replacing_errors,
             ),
+            Mistake(
+                "surrogateescape",
+                "errors='surrogateescape' turns the lone surrogates U+DC80..U+DCFF into the single "
+                "bytes 0x80..0xFF without a word (it exists to carry the bytes of a file name, not "
+                "text); every surrogate has no UTF-8 bytes: let the encoder raise its UnicodeEncodeError.",
+                _bytes_escaping_surrogates,
+            ),
+            Mistake(
+                "surrogate pairs joined",
+                "a high and a low surrogate side by side in a str are two lone surrogates, not the "
+                "character the pair means in UTF-16: a round trip through UTF-16 with "
+                "'surrogatepass' joins them into a character the text does not hold. Take the text "
+                "as given: let the encoder raise its UnicodeEncodeError.",
+                _bytes_joining_surrogate_pairs,
+            ),
         ],
         diagnose=_diagnose_text_to_bytes,
         driver=twice_driver,
@@ -672,6 +803,14 @@ SPECS = [
                 "first only",
                 "only the first occurrence was replaced: replace every occurrence, left to right.",
                 _merge_first_only,
+            ),
+            Mistake(
+                "restarts",
+                "you replace an occurrence, then search again from the start, so the ids you wrote are "
+                "scanned again: when new_id is one of the pair's ids, a replacement makes a new "
+                "occurrence that you merge too. The exercise is one scan left to right: what you "
+                "wrote is never looked at again.",
+                _merge_restarting,
             ),
         ],
         error_hints=_RECURSION_HINT,
@@ -734,7 +873,12 @@ SPECS = [
             ),
         ],
         diagnose=_diagnose_encode,
-        error_hints=_RECURSION_HINT,
+        error_hints={
+            **_RECURSION_HINT,
+            "ValueError": "encode has no ValueError to raise on these inputs: merges may be empty ({}, what "
+            "train_bpe(text, 256) returns) and a text may have fewer than two bytes; the built-ins min "
+            "and max raise one on an empty sequence.",
+        },
         driver=twice_driver,
     ),
     Spec(
@@ -776,6 +920,7 @@ SPECS = [
                 _ratio_of_stripped_text,
             ),
         ],
+        diagnose=_diagnose_compression_ratio,
         driver=twice_driver,
     ),
 ]
