@@ -220,11 +220,10 @@ class GPT(nn.Module):
     embeddings are tied, in which case the unembedding is embed.W_E.T and there is no W_U.
 
     Initialisation: every part as in its chapter (weights N(0, 0.02^2), W_pos N(0, 0.01^2)), except
-    the two matrices that write into the residual stream in every block, attn.W_O and the MLP's
-    last matrix (W_out or W_down), which are drawn with std 0.02 / sqrt(2 * n_layers): 2 * n_layers
-    additions then keep the stream's variance at init about the same as one. GPT-2's paper (Radford
-    et al. 2019, section 2.3) scales residual weights by 1 / sqrt(N), N the number of residual
-    layers, without giving a formula; 0.02 / sqrt(2 * n_layers) is how nanoGPT writes it.
+    attn.W_O and the MLP's last matrix (W_out or W_down), which write into the residual stream: std
+    0.02 / sqrt(2 * n_layers), so 2 * n_layers additions keep the stream's variance at init about as
+    one does. GPT-2's paper scales residual weights by 1/sqrt(N), N residual layers (Radford et al.
+    2019, section 2.3); 0.02 / sqrt(2 * n_layers) is how nanoGPT writes it.
     """
 
     def __init__(self, config: Config):
