@@ -50,10 +50,6 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "the two assignments fill disjoint blocks of M (even/odd rows and columns)",
     ("sinusoidal_shift_matrix", "line 19: swap `M[1::2, 0::2] = torch.diag(sin)` with the next statement"):
         "the two assignments fill disjoint blocks of M (even/odd rows and columns)",
-    ("cosine_similarity", "line 10: constant 1e-08 -> 2e-08"):
-        "eps only matters for vectors shorter than eps; a zero vector gives 0 with any eps (the stated rule)",
-    ("cosine_similarity", "line 10: constant 1e-08 -> 5e-09"):
-        "eps only matters for vectors shorter than eps; a zero vector gives 0 with any eps (the stated rule)",
     ("cosine_similarity", "line 11: drop the unary USub"):
         "a and b are (n, d) matrices: dim=1 and dim=-1 are the same axis",
     ("cosine_similarity", "line 12: drop the unary USub"):
@@ -84,10 +80,6 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("Attention", "line 48: Add -> Sub in `k + self.b_K[:, None, :]`"):
         "a key bias adds q . b_K to every score of a query alike; the softmax ignores a constant "
         "shift, so b_K changes neither the output nor any gradient (its own gradient is 0 either way)",
-    ("forward_cached", "line 14: Add -> Sub in `k + attn.b_K[:, None, :]`"):
-        "the key bias shifts every score of a query alike, which the softmax ignores (as in Attention)",
-    ("KVCache", "line 11: delete `self.v: torch.Tensor | None = None`"):
-        "update sets k and v together the first time; v is never read before that",
     ("KVCache", "line 21: drop the unary USub"):
         "keys are (batch, n_heads, seq, d_head): axis 2 is axis -2",
     ("KVCache", "line 22: drop the unary USub"):
