@@ -87,3 +87,17 @@ def test_malformed_wire_data_is_refused():
         wire.decode({"$evil": 1})
     with pytest.raises(ValueError):
         wire.decode({"a": 1, "b": 2})
+
+
+def test_texts_with_surrogates_keep_every_code_point_through_json():
+    """JSON reads a high and a low surrogate side by side as one character: such texts (chapter 1
+    checks them) travel as code points, so the sandbox gets the very text the reference got."""
+    import json
+
+    from solutions.checks import wire
+
+    for text in ["a\ud83d\ude00b", "lone \ud948 high", "lone \udc00 low", "plain", "😀"]:
+        for value in (text, [text], {text: (text,)}):
+            back = wire.decode(json.loads(json.dumps(wire.encode(value))))
+            assert back == value
+    assert len(wire.decode(json.loads(json.dumps(wire.encode("\ud83d\ude00"))))) == 2

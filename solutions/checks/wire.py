@@ -16,12 +16,14 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from typing import Any
 
 from solutions.checks.lazy import is_tensor as _is_tensor
 from solutions.checks.lazy import torch
 from solutions.checks.outcome import Outcome, Unsupported
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_DEPTH = 50
 MAX_ITEMS = 1_000_000  # elements in all, tensor elements included
 
@@ -59,7 +61,10 @@ def encode(value: Any, _depth: int = 0, _budget: _Budget | None = None) -> Any:
         f = float.__float__(value)
         return f if math.isfinite(f) else {"$float": float.__repr__(f)}
     if isinstance(value, str):
-        return str.__str__(value)
+        text = str.__str__(value)
+        # JSON reads a high and a low surrogate written side by side as ONE character, so a text
+        # holding surrogates (a case of chapter 1) travels as its code points
+        return {"$chars": [ord(c) for c in text]} if _SURROGATE.search(text) else text
     if isinstance(value, (bytes, bytearray)):
         return {"$bytes": base64.b64encode(bytes(memoryview(value))).decode("ascii")}
     if _is_tensor(value):
@@ -100,6 +105,8 @@ def decode(data: Any, device: str | None = None) -> Any:
     ((tag, body),) = data.items()
     if tag == "$float":
         return float(body)
+    if tag == "$chars":
+        return "".join(chr(int(c)) for c in body)
     if tag == "$bytes":
         return base64.b64decode(body)
     if tag == "$tuple":
