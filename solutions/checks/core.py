@@ -199,20 +199,27 @@ def default_device() -> torch.device:
 
 @contextmanager
 def exact_math() -> Iterator[None]:
-    """Turn off TF32 and other fast-math modes while checking, then restore them."""
+    """Turn off TF32 and other fast-math modes while checking, then restore them.
+
+    The CPU computes with one thread meanwhile: a check's tensors are small, and on a busy machine
+    several threads spend more time waiting for each other than computing (a module check took
+    several times longer at a load of 8 on 2 cores)."""
     saved = (
         torch.backends.cuda.matmul.allow_tf32,
         torch.backends.cudnn.allow_tf32,
         torch.get_float32_matmul_precision(),
+        torch.get_num_threads(),
     )
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
+    torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
         torch.set_float32_matmul_precision(saved[2])
+        torch.set_num_threads(saved[3])
 
 
 def to_device(value: Any, device: torch.device | str) -> Any:
