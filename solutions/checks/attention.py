@@ -553,6 +553,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.split_heads,
         make_cases=_cases_split_heads,
+        families={0: ("bfloat16", "float64")},
         dims=("batch", "n_heads", "seq", "d_head"),
         mistakes=[
             Mistake("view only", "a view straight to (batch, n_heads, seq, d_head) cuts the memory into blocks of positions: view as (batch, seq, n_heads, d_head), then transpose.", _split_view_only),
@@ -564,6 +565,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.merge_heads,
         make_cases=_cases_merge_heads,
+        families={0: ("bfloat16", "float64")},
         dims=("batch", "seq", "d_model"),
         mistakes=[
             Mistake("reshape only", "move the heads back behind seq (transpose) before joining them: a reshape alone mixes positions.", _merge_reshape_only),

@@ -60,6 +60,9 @@ def _cases_embed_function(seed: int) -> list[Case]:
         cases.append(Case((_tokens(g, 2, 5, 9).to(dtype), W_E), label=f"{str(dtype)[6:]} ids (an integer dtype too)"))
     # uint8 ids shaped like W_E: indexing would read them as a mask and return picked entries
     cases.append(Case((_tokens(g, 9, 13, 9).to(torch.uint8), W_E), label="uint8 ids (torch reads a uint8 index as a mask)"))
+    # a vocabulary the size of GPT-2's: ids of 32,768 and more do not fit in int16
+    big = torch.randn(40_003, 2, generator=g)
+    cases.append(Case((torch.tensor([[40_000, 7, 32_768, 40_002]]), big), label="ids above 32,767 (GPT-2 has 50,257 tokens)"))
     return cases
 
 
@@ -238,6 +241,7 @@ def _cases_sinusoidal_encoding(seed: int) -> list[Case]:
         Case((50, 16), label="positions up to 49"),
         Case((1, 8), label="one position"),
         Case((7, 10, 100.0), label="another base"),
+        Case((6, 4, 100.0), label="the sizes of the first input with another base (nothing kept from an earlier call)"),
         Case((5, 7), label="an odd d_model"),
     ]
     for _ in range(4):
@@ -288,6 +292,7 @@ def _cases_sinusoidal_shift_matrix(seed: int) -> list[Case]:
         Case((0, 4), label="k=0: no shift"),
         Case((1, 6), label="k=1"),
         Case((3, 8, 100.0), label="another base"),
+        Case((1, 6, 300.0), label="k and d_model of an earlier input with another base (nothing kept from an earlier call)"),
         Case((-2, 6), label="a negative k"),
         Case((2, 5), label="an odd d_model"),
     ]
@@ -488,6 +493,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.one_hot_embed,
         make_cases=_cases_embed_function,
+        families={1: ("huge64",)},
         error_hints=_EMBED_ERROR_HINTS,
         mistakes=[
             Mistake("columns", "you read columns of W_E; token t's vector is row t (W_E is (d_vocab, d_model)).", _embed_columns),
@@ -587,6 +593,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.apply_rope,
         make_cases=_cases_apply_rope,
+        families={0: ("float16", "bfloat16")},
         tolerance=(1e-5, 1e-5),  # the angles are float32 in the reference: float64 answers differ by ~1e-7
         mistakes=[
             Mistake("rotate_half", "RoFormer pairs neighbouring dimensions (2i, 2i+1); pairing i with i + d_head/2 is Hugging Face's LLaMA layout.", _rope_rotate_half),
@@ -607,7 +614,7 @@ SPECS = [
             Mistake("one side", "normalise the rows of b as well as those of a.", _cosine_one_side),
             Mistake("zero vectors only", _EPS_PER_VECTOR, _cosine_zero_only),
         ],
-        families={0: ("tiny", "zeros", "large"), 1: ("tiny",)},
+        families={0: ("tiny", "zeros", "large", "huge64"), 1: ("tiny",)},
         gradients=_no_short_vector,
     ),
     Spec(

@@ -24,6 +24,7 @@ shift      every entry minus 1e4: large negative values with the same difference
 tiny       every entry times 1e-30 (lengths far below 1e-8, still normal float32)
 ties       the last axis's first entry copied into its second (an exact tie in every row)
 float16    every floating-point tensor of the case in float16 (likewise bfloat16, float64)
+huge64     the case in float64, the argument times 1e100 (float32 would make it inf)
 ========== =================================================================================
 """
 
@@ -88,6 +89,9 @@ FAMILIES: dict[str, tuple[str, Callable[[torch.Tensor, torch.Generator], torch.T
     "ties": ("an exact tie in every row", _last_tie),
 }
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+# float64 inputs of a size float32 cannot hold: an answer that computes in float32 and casts back
+# turns them into inf or nan
+HUGE64 = "huge64"
 
 
 def _cast(value: Any, dtype: torch.dtype) -> Any:
@@ -115,13 +119,20 @@ def derive(families: dict[int, tuple[str, ...]], cases: list[Case], seed: int) -
             raise ValueError(f"no case has a floating-point tensor as argument {index + 1} to derive families from")
         for number, name in enumerate(names):
             label = f"{base.label}, " if base.label else ""
+            if name == HUGE64:
+                args = list(_cast(base.args, torch.float64))
+                args[index] = args[index] * 1e100
+                derived.append(dataclasses.replace(
+                    base, args=tuple(args), kwargs=_cast(base.kwargs, torch.float64),
+                    label=f"{label}in float64, values near 1e100 (beyond float32)"))
+                continue
             if name in DTYPES:
                 derived.append(dataclasses.replace(
                     base, args=_cast(base.args, DTYPES[name]), kwargs=_cast(base.kwargs, DTYPES[name]),
                     label=f"{label}in {name}"))
                 continue
             if name not in FAMILIES:
-                raise ValueError(f"unknown special-value family {name!r}; the families are {', '.join([*FAMILIES, *DTYPES])}")
+                raise ValueError(f"unknown special-value family {name!r}; the families are {', '.join([*FAMILIES, *DTYPES, HUGE64])}")
             what, change = FAMILIES[name]
             g = torch.Generator().manual_seed(seed * 1009 + index * 101 + number)
             args = list(base.args)

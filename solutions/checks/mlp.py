@@ -57,8 +57,8 @@ _GELU_BY_HAND = {"gelu": "write GELU from its formula (with torch.erf for the ex
                          "F.gelu is what the check compares with, not an answer."}
 # families of special values each activation admits: relu is defined at +-inf (0 and inf), the
 # GELUs at large values (their formulas give nan at -inf: 0 * inf); every float dtype keeps its dtype
-_RELU_FAMILIES = {0: ("inf", "zeros", "large", "float16", "bfloat16")}
-_GELU_FAMILIES = {0: ("large", "float16", "bfloat16")}
+_RELU_FAMILIES = {0: ("inf", "zeros", "large", "float16", "bfloat16", "huge64")}
+_GELU_FAMILIES = {0: ("large", "float16", "bfloat16", "huge64")}
 
 
 def _gelu_exact_form(x: torch.Tensor) -> torch.Tensor:

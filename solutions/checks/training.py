@@ -680,6 +680,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.top_k_filter,
         make_cases=_cases_top_k_filter,
+        families={0: ("float64", "bfloat16")},
         gradients=False,  # sampling: no gradient flows through it
         mistakes=[
             Mistake("ties broken", "keep every logit >= the k-th largest value: ties with it are kept too (so more than "
@@ -693,6 +694,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.top_p_filter,
         make_cases=_cases_top_p_filter,
+        families={0: ("float64",)},
         gradients=False,  # sampling: no gradient flows through it
         mistakes=[
             Mistake("crossing token dropped", "keep the token that crosses p: a token stays when the mass *before* it "

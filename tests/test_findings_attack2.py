@@ -1,0 +1,140 @@
+"""Wrong answers a second round of learner-attackers got past the checks after issue 19's framework
+change (chapters 2-4 and 6), each now refused with a message that leads to the mistake. Each
+function is the learner's code, with a docstring saying why it is wrong."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from solutions import checks as check
+from solutions.checks.core import CheckFailure
+
+
+def cosine_similarity(a, b):
+    """Computed in float32 and cast back: float64 rows of size 1e100 give nan, not their cosine."""
+    af, bf = a.float(), b.float()
+    na = af.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    nb = bf.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    return ((af / na) @ (bf / nb).T).to(a.dtype)
+
+
+def lookup_embed(tokens, W_E):
+    """Ids through int16: id 40,000 of GPT-2's vocabulary wraps around to another row."""
+    return W_E[tokens.short().long()]
+
+
+def one_hot_embed(tokens, W_E):
+    """The product in float32, cast back: float64 weights beyond float32's range become inf."""
+    return (F.one_hot(tokens.long(), num_classes=W_E.shape[0]).float() @ W_E.float()).to(W_E.dtype)
+
+
+_cache: dict = {}
+
+
+def sinusoidal_encoding(n_ctx, d_model, base=10000.0):
+    """Cached by (n_ctx, d_model) alone: another base gets the table of the first one."""
+    if d_model % 2:
+        raise ValueError(f"d_model must be even, got {d_model}")
+    if (n_ctx, d_model) not in _cache:
+        p = torch.arange(n_ctx, dtype=torch.float64)[:, None]
+        w = base ** (-2 * torch.arange(d_model // 2, dtype=torch.float64) / d_model)
+        pe = torch.zeros(n_ctx, d_model, dtype=torch.float64)
+        pe[:, 0::2], pe[:, 1::2] = torch.sin(p * w), torch.cos(p * w)
+        _cache[n_ctx, d_model] = pe.float()
+    return _cache[n_ctx, d_model].clone()
+
+
+def merge_heads(x):
+    """Casts to float32: a bfloat16 or float64 stream comes back in another dtype."""
+    b, h, s, dh = x.shape
+    return x.float().transpose(1, 2).reshape(b, s, h * dh)
+
+
+def split_heads(x, n_heads):
+    """Casts to float32 first (the same mistake as merge_heads)."""
+    x = x.float()
+    b, s, d = x.shape
+    if d % n_heads:
+        raise ValueError(f"d_model = {d} is not divisible by n_heads = {n_heads}")
+    return x.view(b, s, n_heads, d // n_heads).transpose(1, 2)
+
+
+def gelu_exact(x):
+    """Computed in float32 and cast back: float64 inputs of 1e100 become inf."""
+    xf = x.float()
+    return (0.5 * xf * (1 + torch.erf(xf / math.sqrt(2)))).to(x.dtype)
+
+
+def relu(x):
+    """torch's own relu through its operator overload: the built-in the exercise forbids."""
+    return torch.ops.aten.relu.default(x)
+
+
+class SwiGLU(nn.Module):
+    """torch's own silu through its operator overload: the built-in the exercise forbids."""
+
+    def __init__(self, d_model, d_mlp=None):
+        super().__init__()
+        if d_mlp is None:
+            d_mlp = 256 * ((int(2 * 4 * d_model / 3) + 255) // 256)
+        self.d_model, self.d_mlp = d_model, d_mlp
+        self.W_gate = nn.Parameter(torch.randn(d_model, d_mlp) * 0.02)
+        self.W_up = nn.Parameter(torch.randn(d_model, d_mlp) * 0.02)
+        self.W_down = nn.Parameter(torch.randn(d_mlp, d_model) * 0.02)
+
+    def forward(self, x):
+        if x.shape[-1] != self.d_model:
+            raise ValueError(f"x's last axis is {x.shape[-1]}, expected d_model = {self.d_model}")
+        return (torch.ops.aten.silu.default(x @ self.W_gate) * (x @ self.W_up)) @ self.W_down
+
+
+def top_k_filter(logits, k):
+    """Casts to float32: float64 and bfloat16 logits come back float32."""
+    logits = logits.float()
+    d_vocab = logits.shape[-1]
+    if not 1 <= k <= d_vocab:
+        raise ValueError(f"k must be in 1..d_vocab = {d_vocab}")
+    kth = torch.topk(logits, k).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def clip_grad_norm(grads, max_norm):
+    """Returns the input tensors themselves when the norm is under the limit (the exercise
+    promises a list of new tensors: changing one would change the caller's gradient)."""
+    norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
+    if norm <= max_norm:
+        return list(grads), norm.float()
+    return [g * (max_norm / (norm + 1e-6)).to(g.dtype) for g in grads], norm.float()
+
+
+WRONG = [
+    (cosine_similarity, "values near 1e100"),
+    (lookup_embed, "ids above 32,767"),
+    (one_hot_embed, "values near 1e100"),
+    (sinusoidal_encoding, "another base (nothing kept from an earlier call)"),
+    (merge_heads, "has dtype torch.float32"),
+    (split_heads, "has dtype torch.float32"),
+    (gelu_exact, "values near 1e100"),
+    (relu, "calls torch's `relu`"),
+    (SwiGLU, "calls torch's `silu`"),
+    (top_k_filter, "has dtype torch.float32"),
+]
+
+
+@pytest.mark.parametrize("wrong, words", WRONG, ids=[w.__name__ for w, _ in WRONG])
+def test_the_second_round_of_wrong_answers_fails_with_a_leading_message(wrong, words):
+    _cache.clear()
+    with pytest.raises(CheckFailure) as failure:
+        getattr(check, wrong.__name__)(wrong)
+    assert words in str(failure.value)
+
+
+def test_a_result_list_that_holds_the_input_tensors_themselves_is_refused():
+    from solutions.checks import SPECS
+    from solutions.checks.core import check_function
+
+    with pytest.raises(CheckFailure, match="returned its input"):
+        check_function(SPECS["clip_grad_norm"], clip_grad_norm)
