@@ -138,3 +138,51 @@ def test_a_result_list_that_holds_the_input_tensors_themselves_is_refused():
 
     with pytest.raises(CheckFailure, match="returned its input"):
         check_function(SPECS["clip_grad_norm"], clip_grad_norm)
+
+
+class Embed(nn.Module):
+    """Stores the vocabulary size as `vocab` and looks ids up through int16: the exercise promises
+    `self.d_vocab`, and ids of 32,768 and more wrap around to other rows."""
+
+    def __init__(self, d_vocab, d_model):
+        super().__init__()
+        self.vocab = d_vocab
+        self.W_E = nn.Parameter(torch.randn(d_vocab, d_model) * 0.02)
+
+    def forward(self, tokens):
+        if tokens.dtype == torch.bool or tokens.is_floating_point() or tokens.is_complex():
+            raise TypeError(f"tokens must be an integer tensor, got dtype {tokens.dtype}")
+        bad = (tokens < 0) | (tokens >= self.vocab)
+        if bad.any():
+            raise ValueError(f"id {int(tokens[bad][0])} is outside 0..d_vocab-1 = {self.vocab - 1}")
+        return self.W_E[tokens.short().long()]
+
+
+def split_heads_vague(x, n_heads):
+    """Refuses an indivisible d_model with a message that does not say "not divisible"."""
+    b, s, d = x.shape
+    if d % n_heads:
+        raise ValueError("bad number of heads")
+    return x.view(b, s, n_heads, d // n_heads).transpose(1, 2)
+
+
+def mlp_param_count(d_model, d_mlp):
+    """Checks d_mlp == 0 only: a negative d_mlp gives a negative count instead of a ValueError."""
+    if d_model < 1 or d_mlp == 0:
+        raise ValueError(f"both sizes must be at least 1, got {d_model} and {d_mlp}")
+    return 2 * d_model * d_mlp + d_mlp + d_model
+
+
+def test_promised_attributes_big_ids_messages_and_negative_sizes():
+    with pytest.raises(CheckFailure, match="Embed has no attribute 'd_vocab'"):
+        check.Embed(Embed)
+    Embed.d_vocab = property(lambda self: self.vocab)
+    try:
+        with pytest.raises(CheckFailure, match="ids above 32,767"):
+            check.Embed(Embed)
+    finally:
+        del Embed.d_vocab
+    with pytest.raises(CheckFailure, match="its message should name 'divisible'"):
+        check.split_heads(split_heads_vague)
+    with pytest.raises(CheckFailure, match="a negative d_mlp should raise ValueError"):
+        check.mlp_param_count(mlp_param_count)

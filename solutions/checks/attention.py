@@ -277,7 +277,8 @@ def _cases_split_heads(seed: int) -> list[Case]:
     cases = []
     for n_heads, d_head in ((3, 4), (4, 5), (rng.randint(2, 3), rng.randint(6, 7))):
         cases.append(Case((torch.randn(2, rng.randint(8, 9), n_heads * d_head, generator=g), n_heads), label=f"n_heads={n_heads}"))
-    cases.append(Case((torch.randn(2, 5, 10, generator=g), 3), label="d_model not divisible by n_heads"))
+    cases.append(Case((torch.randn(2, 5, 10, generator=g), 3), label="d_model not divisible by n_heads",
+                      mentions=("divisible",)))
     return cases
 
 

@@ -108,7 +108,12 @@ def _cases_Embed(seed: int) -> list[Case]:
         tokens = _tokens(g, s["batch"], s["seq"], s["d_vocab"])
         weights = {"W_E": torch.randn(s["d_vocab"], s["d_model"], generator=g)}
         cotangent = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
-        cases.append(module_case({"d_vocab": s["d_vocab"], "d_model": s["d_model"]}, weights, (tokens,), cotangent, label))
+        cases.append(module_case({"d_vocab": s["d_vocab"], "d_model": s["d_model"]}, weights, (tokens,), cotangent, label,
+                                 attributes=("d_vocab",)))
+    # a vocabulary the size of GPT-2's: ids of 32,768 and more do not fit in int16
+    big_vocab = {"W_E": torch.randn(40_003, 2, generator=g)}
+    cases.append(module_case({"d_vocab": 40_003, "d_model": 2}, big_vocab, (torch.tensor([[40_000, 7, 32_768, 40_002]]),),
+                             torch.randn(1, 4, 2, generator=g), "ids above 32,767 (GPT-2 has 50,257 tokens)"))
     weights = {"W_E": torch.randn(9, 12, generator=g)}
     cotangent = torch.randn(2, 3, 12, generator=g)
     for bad, label in [(9, "an id equal to d_vocab"), (-1, "a negative id"), (50, "an id far outside the vocabulary")]:
@@ -189,7 +194,8 @@ def _cases_PosEmbed(seed: int) -> list[Case]:
         tokens = _tokens(g, s["batch"], s["seq"], s["d_vocab"])
         weights = {"W_pos": torch.randn(n_ctx, s["d_model"], generator=g)}
         cotangent = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
-        cases.append(module_case({"n_ctx": n_ctx, "d_model": s["d_model"]}, weights, (tokens,), cotangent, label))
+        cases.append(module_case({"n_ctx": n_ctx, "d_model": s["d_model"]}, weights, (tokens,), cotangent, label,
+                                 attributes=("n_ctx",)))
     tokens = torch.tensor([[0, 1, 2, 3, 4, 5, 6]])
     weights = {"W_pos": torch.randn(6, 13, generator=g)}
     case = module_case({"n_ctx": 6, "d_model": 13}, weights, (tokens,), torch.randn(1, 7, 13, generator=g), "seq one longer than n_ctx")

@@ -290,6 +290,7 @@ def _cases_mlp_param_count(seed: int) -> list[Case]:
         Case((0, 4), label="d_model=0"),
         Case((4, 0), label="d_mlp=0"),
         Case((-2, 8), label="a negative size"),
+        Case((4, -3), label="a negative d_mlp"),
     ]
     for _ in range(4):
         cases.append(Case((rng.randint(2, 999), rng.randint(2, 4999)), label="random sizes"))
@@ -441,6 +442,8 @@ SPECS = [
         reference=ref.MLP,
         make_cases=_cases_MLP,
         driver=module_driver,
+        forbids={"gelu": "the exercise asks for your own gelu_tanh between the two layers (the check runs "
+                         "it as the reference's), not torch's F.gelu."},
         dims=_MODULE_DIMS,
         mistakes=[
             Mistake("exact GELU", "the MLP uses GPT-2's activation, the tanh approximation of GELU, not the exact one.", _MLPExactGelu),
