@@ -280,17 +280,6 @@ def count_parameters(config: Config) -> int:
     return total
 
 
-def _c_attn_shape(W: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
-    """The shape c_attn's W should have, (d_model, 3 d_model), for a W that does not fit: d_model
-    from b's length 3 d_model when b is a vector of such a length, else from W's first axis. So W
-    in nn.Linear's layout, (36, 12) with b (36,), is told "expected (12, 36), got (36, 12)"."""
-    if b.ndim == 1 and b.shape[0] > 0 and b.shape[0] % 3 == 0:
-        d_model = b.shape[0] // 3
-    else:
-        d_model = W.shape[0] if W.ndim == 2 else W.shape[-1] // 3
-    return (d_model, 3 * d_model)
-
-
 def split_c_attn(W: torch.Tensor, b: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, ...]:
     """GPT-2's fused attention projection, split into our per-head W_Q, W_K, W_V, b_Q, b_K, b_V.
 
@@ -304,7 +293,9 @@ def split_c_attn(W: torch.Tensor, b: torch.Tensor, n_heads: int) -> tuple[torch.
     do not fit together (naming the shape expected and the one given) or n_heads does not divide d_model.
     """
     if W.ndim != 2 or W.shape[1] != 3 * W.shape[0]:
-        raise ValueError(f"W should have shape (d_model, 3 d_model) = {_c_attn_shape(W, b)}, got {tuple(W.shape)}")
+        # d_model read from b (3 d_model numbers), so that W in nn.Linear's layout, (36, 12) with
+        # b (36,), is told "expected (12, 36), got (36, 12)"
+        raise ValueError(f"W should have shape (d_model, 3 d_model) = {(b.numel() // 3, 3 * (b.numel() // 3))}, got {tuple(W.shape)}")
     d_model = W.shape[0]
     if tuple(b.shape) != (3 * d_model,):
         raise ValueError(f"b should have shape (3 d_model,) = {(3 * d_model,)}, got {tuple(b.shape)}")

@@ -90,9 +90,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "the similarities have shape (1, d_vocab): row 0 and row -1 are the same row",
     ("count_parameters", "line 16: swap `if c.positions == 'learned':` with the next statement"):
         "the two ifs add independent terms (W_pos, W_U) to the total: their order does not matter",
-    ("split_c_attn", "line 21: constant 0 -> -1"):
+    ("split_c_attn", "line 23: constant 0 -> -1"):
         "b has one axis (checked above), so dim=-1 is dim=0",
-    ("split_c_attn", "line 16: swap `if tuple(b.shape) != (3 * d_model,):` with the next statement"):
+    ("split_c_attn", "line 18: swap `if tuple(b.shape) != (3 * d_model,):` with the next statement"):
         "two checks of different arguments in the other order: differs only for a b and an n_heads both wrong",
     ("GPT", "line 34: swap `if seq > self.config.n_ctx:` with the next statement"):
         "the embedding does not look at the length: differs only for a sequence both too long and with a bad id",
