@@ -186,3 +186,41 @@ def test_promised_attributes_big_ids_messages_and_negative_sizes():
         check.split_heads(split_heads_vague)
     with pytest.raises(CheckFailure, match="a negative d_mlp should raise ValueError"):
         check.mlp_param_count(mlp_param_count)
+
+
+class LayerNorm(nn.Module):
+    """The variance as E[x^2] - E[x]^2: in float32 it cancels when the mean is large against the
+    spread (F.layer_norm, which the text says to match, does not)."""
+
+    def __init__(self, d_model, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.w = nn.Parameter(torch.ones(d_model))
+        self.b = nn.Parameter(torch.zeros(d_model))
+
+    def forward(self, x):
+        m = x.mean(-1, keepdim=True)
+        var = (x * x).mean(-1, keepdim=True) - m * m
+        return (x - m) / torch.sqrt(var + self.eps) * self.w + self.b
+
+
+def split_c_attn(W, b, n_heads):
+    """Checks that b has 3 W.shape[0] numbers and W's rows, never W's columns: a W of 40 columns
+    is cut to 36 without a word, though the exercise says to check both axes of W."""
+    if b.dim() != 1 or W.dim() != 2 or W.shape[0] * 3 != b.shape[0]:
+        if W.dim() == 2 and W.shape[1] == 3 * W.shape[0]:
+            raise ValueError(f"b: expected {(3 * W.shape[0],)}, got {tuple(b.shape)}")
+        d = b.shape[0] // 3
+        raise ValueError(f"W: expected {(d, 3 * d)}, got {tuple(W.shape)}")
+    d = W.shape[0]
+    if n_heads <= 0 or d % n_heads:
+        raise ValueError(f"n_heads {n_heads} does not divide d_model {d}")
+    heads = [W[:, i * d:(i + 1) * d].reshape(d, n_heads, d // n_heads).permute(1, 0, 2) for i in range(3)]
+    return (*heads, *(v.reshape(n_heads, d // n_heads) for v in b.split(d)))
+
+
+def test_layer_norm_with_an_offset_and_c_attn_with_too_many_columns():
+    with pytest.raises(CheckFailure, match="an offset of 100 against a spread of 1"):
+        check.LayerNorm(LayerNorm)
+    with pytest.raises(CheckFailure, match="W of 40 columns"):
+        check.split_c_attn(split_c_attn)

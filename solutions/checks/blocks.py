@@ -90,6 +90,10 @@ def _cases_norm(seed: int, parameters: tuple[str, ...]) -> list[Case]:
     cases.append(case(5, 2 + torch.randn(2, 3, 5, generator=g, dtype=torch.float64), "float64 input: float64 output"))
     constant = torch.full((2, 3, 5), 4.0)
     cases.append(case(5, constant, "constant positions: the variance is 0"))
+    # E[x^2] - E[x]^2 cancels in float32 when the mean is large against the spread (at 100 it is off
+    # by 8e-4 or more, while right orders of summation stay within 3e-5 of each other)
+    cases.append(case(8, 100 + torch.randn(2, 3, 8, generator=g), "an offset of 100 against a spread of 1"))
+    cases.append(case(4, 1e-4 * torch.tensor([[1.0, 2.0, 3.0, 6.0]]), "a tiny eps given (1e-12): never raised to a floor", eps=1e-12))
     meta = case(5, torch.randn(2, 3, 5, generator=g), "the meta device (finds tensors made without device=)")
     meta.device = "meta"
     cases.append(meta)
@@ -555,6 +559,13 @@ def _cases_split_c_attn(seed: int) -> list[Case]:
     case = Case((torch.randn(12, 36, generator=g), torch.randn(12, generator=g), 3), label="b of the wrong length")
     case.mentions = ("(36,)", "(12,)")
     cases.append(case)
+    # the rows fit b (d_model = 12) but the columns are not 3 d_model: W.shape[1] must be checked too
+    case = Case((torch.randn(12, 40, generator=g), torch.randn(36, generator=g), 3),
+                label="W of 40 columns with b of 36 = 3 * 12 numbers")
+    case.mentions = ("(12, 36)", "(12, 40)")
+    cases.append(case)
+    cases.append(Case((torch.randn(12, 36, generator=g, dtype=torch.float64), torch.randn(36, generator=g, dtype=torch.float64), 4),
+                      label="float64 weights: float64 heads"))
     case = Case((torch.randn(3, 12, 36, generator=g), torch.randn(36, generator=g), 3), label="W with three axes")
     case.mentions = ("(3, 12, 36)",)
     cases.append(case)
