@@ -224,3 +224,36 @@ def test_layer_norm_with_an_offset_and_c_attn_with_too_many_columns():
         check.LayerNorm(LayerNorm)
     with pytest.raises(CheckFailure, match="W of 40 columns"):
         check.split_c_attn(split_c_attn)
+
+
+def adamw_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01):
+    """A "lazy" decay that skips entries whose gradient is exactly 0: the rows of tokens that are
+    not in the batch, which torch.optim.AdamW decays all the same."""
+    if step < 1:
+        raise ValueError(f"step must be at least 1, got {step}")
+    if not param.shape == grad.shape == exp_avg.shape == exp_avg_sq.shape:
+        raise ValueError("param, grad, exp_avg and exp_avg_sq must have the same shape")
+    m = beta1 * exp_avg + (1 - beta1) * grad
+    v = beta2 * exp_avg_sq + (1 - beta2) * grad * grad
+    update = (m / (1 - beta1**step)) / ((v / (1 - beta2**step)).sqrt() + eps)
+    decayed = torch.where(grad == 0, param, param * (1 - lr * weight_decay))
+    return decayed - lr * update, m, v
+
+
+def weight_decay_groups(names):
+    """Leaves out every name that ends in "pos": W_xpos is a linear map's matrix and decays."""
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate parameter names")
+
+    def decays(n):
+        last = n.split(".")[-1]
+        return last.startswith("W_") and last != "W_E" and not last.endswith("pos")
+
+    return [n for n in names if decays(n)], [n for n in names if not decays(n)]
+
+
+def test_lazy_decay_and_a_decay_rule_by_suffix_fail():
+    with pytest.raises(CheckFailure, match="gradients exactly 0 in some rows"):
+        check.adamw_update(adamw_update)
+    with pytest.raises(CheckFailure, match="the names that decay has 6 items, expected 7"):
+        check.weight_decay_groups(weight_decay_groups)

@@ -173,9 +173,11 @@ def _cases_adamw_update(seed: int) -> list[Case]:
     rng, g = random.Random(seed), _gen(seed)
     cases = []
 
-    def case(shape, step, lr, beta1, beta2, eps, wd, label, grad_scale=1.0, fresh=False):
+    def case(shape, step, lr, beta1, beta2, eps, wd, label, grad_scale=1.0, fresh=False, zeros=False):
         param = torch.randn(shape, generator=g)
         grad = grad_scale * torch.randn(shape, generator=g)
+        if zeros:  # rows of an embedding whose tokens are not in the batch: decay still applies
+            grad[::2] = 0.0
         m = torch.zeros(shape) if fresh else 0.1 * torch.randn(shape, generator=g)
         v = torch.zeros(shape) if fresh else (0.1 * torch.randn(shape, generator=g)) ** 2
         if grad_scale < 1e-3 and not fresh:
@@ -189,6 +191,7 @@ def _cases_adamw_update(seed: int) -> list[Case]:
     case((6,), 3, 0.5, 0.9, 0.999, 1e-8, 0.5, "a large lr and weight decay: decoupled decay shows")
     case((3, 5), 5, 1e-2, 0.9, 0.999, 1e-6, 0.0, "tiny gradients: eps decides the step", grad_scale=1e-7)
     case((4,), 1, 1e-2, 0.0, 0.0, 1e-8, 0.0, "beta1 = beta2 = 0: the sign of the gradient", fresh=True)
+    case((6, 3), 4, 0.1, 0.9, 0.999, 1e-8, 0.1, "gradients exactly 0 in some rows: the decay applies to every entry", zeros=True)
     for _ in range(2):
         shape = (rng.randint(2, 5), rng.randint(2, 5))
         case(shape, rng.randint(1, 50), 10 ** rng.uniform(-4, -1), rng.uniform(0.5, 0.95), rng.uniform(0.9, 0.999),
@@ -330,7 +333,8 @@ def _cases_weight_decay_groups(seed: int) -> list[Case]:
         Case((["head.W_U", "W_E", "embed.W_pos", "ln.w", "ln.b", "attn.b_O", "mlp.W_in"],), label="a few names"),
         # the rule, not a list of known names: by the last part of the name only
         Case((["blocks.0.attn.W_proj", "W_x.b_in", "compose.W_in", "pos_mlp.W_out", "embed_proj.W_down", "W_E.w",
-               "tok.w_in", "head.W_pos_scale", "head.W_Emb"],), label="names the model does not have, by the rule"),
+               "tok.w_in", "head.W_pos_scale", "head.W_Emb", "blocks.0.attn.W_xpos"],),
+             label="names the model does not have, by the rule"),
         # the rule is "starts with W_": a capital W alone does not decay
         Case((["attn.Wqkv", "mlp.W_in", "head.Weight", "W", "ln.w", "blocks.1.WE", "W_out"],),
              label="last parts that start with W but not W_"),
@@ -650,6 +654,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.weight_decay_groups,
         make_cases=_cases_weight_decay_groups,
+        result_names=("the names that decay", "the names that do not decay"),
         mistakes=[
             Mistake("embeddings decay", "the embeddings W_E and W_pos do not decay, although their names start with W_.", _groups_all_W),
             Mistake("norms decay", "only the W_ matrices of linear maps decay: norm scales (w) and shifts do not.",
