@@ -257,3 +257,30 @@ def test_lazy_decay_and_a_decay_rule_by_suffix_fail():
         check.adamw_update(adamw_update)
     with pytest.raises(CheckFailure, match="the names that decay has 6 items, expected 7"):
         check.weight_decay_groups(weight_decay_groups)
+
+
+def attention_output(pattern, v):
+    """A batched matrix product over exactly three axes: the one-head (seq_q, seq_k) form of the
+    notebook's own example is an IndexError."""
+    out = torch.bmm(pattern.flatten(0, -3), v.flatten(0, -3))
+    return out.view(*pattern.shape[:-1], v.shape[-1])
+
+
+def scaled_dot_product_attention(q, k, v, causal=True, key_padding_mask=None):
+    """Padding filled with -1e4 instead of -inf: when the real scores are below -1e4, the padding
+    keys get the weight."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    seq_q, seq_k = scores.shape[-2:]
+    if causal:
+        allowed = torch.ones(seq_q, seq_k, dtype=torch.bool, device=q.device).tril(seq_k - seq_q)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(key_padding_mask[:, None, None, :], -1e4)
+    return scores.softmax(-1) @ v
+
+
+def test_one_head_outputs_and_a_finite_padding_fill_fail():
+    with pytest.raises(CheckFailure, match=r"one head: \(seq_q, seq_k\)"):
+        check.attention_output(attention_output)
+    with pytest.raises(CheckFailure, match="real scores of about -1e5"):
+        check.scaled_dot_product_attention(scaled_dot_product_attention)

@@ -242,6 +242,7 @@ def _cases_attention_output(seed: int) -> list[Case]:
         Case((pattern, v), label="(batch, n_heads, seq_q, seq_k) and (batch, n_heads, seq_k, d_head)"),
         Case((square, torch.randn(2, 6, 11, generator=g)), label="a causal pattern"),
         Case((square.double(), torch.randn(2, 6, 11, generator=g).double()), label="float64"),
+        Case((square[0], torch.randn(6, 5, generator=g)), label="one head: (seq_q, seq_k) and (seq_k, d_head)"),
     ]
 
 
@@ -269,6 +270,12 @@ def _cases_sdpa(seed: int) -> list[Case]:
     cases.append(Case((q, k, v, True, _padding(s["batch"], 7, rng)), label="causal with padding on the right"))
     q, k, v = _qkv(g, s, s["seq_q"], s["seq_k"])
     cases.append(Case((q, k, v, False, _padding(s["batch"], s["seq_k"], rng)), label="bidirectional with padding (cross-attention)"))
+    # every real score near -1e5: a finite stand-in for -inf (-1e4, -1e9 ...) is not below them all
+    u = torch.randn(s["d_head"], generator=g)
+    k = u.expand(s["batch"], s["n_heads"], 6, s["d_head"]).clone()
+    q = -1e5 * u.expand(s["batch"], s["n_heads"], 4, s["d_head"]).clone()
+    v = torch.randn(s["batch"], s["n_heads"], 6, s["d_head"], generator=g)
+    cases.append(Case((q, k, v, False, _padding(s["batch"], 6, rng)), label="padding, and real scores of about -1e5"))
     return cases
 
 
@@ -534,6 +541,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.scaled_dot_product_attention,
         make_cases=_cases_sdpa,
+        families={0: ("float64",)},
         dims=_HEADS + ("seq_q", "d_head"),
         uses={f.__name__: f for f in (ref.attention_scores, ref.causal_mask, ref.attention_pattern, ref.attention_output)},
         mistakes=[
