@@ -284,3 +284,42 @@ def test_one_head_outputs_and_a_finite_padding_fill_fail():
         check.attention_output(attention_output)
     with pytest.raises(CheckFailure, match="real scores of about -1e5"):
         check.scaled_dot_product_attention(scaled_dot_product_attention)
+
+
+_tables: dict = {}
+
+
+def apply_rope(x, base=10000.0):
+    """cos/sin tables cached by (seq, d_head) alone: another base gets the first base's angles."""
+    seq, d = x.shape[-2], x.shape[-1]
+    if d % 2:
+        raise ValueError(f"d_head must be even, got {d}")
+    if (seq, d) not in _tables:
+        theta = base ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)
+        angles = torch.arange(seq, dtype=torch.float32)[:, None] * theta
+        _tables[seq, d] = (angles.cos(), angles.sin())
+    cos, sin = (t.to(x.device) for t in _tables[seq, d])
+    x0, x1 = x.float()[..., 0::2], x.float()[..., 1::2]
+    return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], -1).flatten(-2).to(x.dtype)
+
+
+def top_p_filter(logits, p):
+    """Keeps everything when p >= 1, though by the rule a token whose mass before it is already 1
+    (not below p) is removed."""
+    if not 0 < p <= 1:
+        raise ValueError(f"p must be in (0, 1], got {p}")
+    if p >= 1:
+        return logits.clone()
+    probs = logits.softmax(-1)
+    sorted_probs, order = probs.sort(-1, descending=True)
+    before = sorted_probs.cumsum(-1) - sorted_probs
+    keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, before < p)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def test_a_cache_that_ignores_base_and_p_equal_to_one_fail():
+    _tables.clear()
+    with pytest.raises(CheckFailure, match="another base"):
+        check.apply_rope(apply_rope)
+    with pytest.raises(CheckFailure, match="p = 1 and a token of probability 0"):
+        check.top_p_filter(top_p_filter)

@@ -340,6 +340,8 @@ def _cases_apply_rope(seed: int) -> list[Case]:
     cases = []
     s = _sizes(rng)
     cases.append(Case((torch.randn(s["batch"], s["seq"], 8, generator=g),), label="(batch, seq, d_head)"))
+    cases.append(Case((torch.randn(s["batch"], s["seq"], 8, generator=g), 500.0),
+                      label="the sizes of the first input with another base (nothing kept from an earlier call)"))
     cases.append(Case((torch.randn(2, 3, 5, 6, generator=g),), label="(batch, n_heads, seq, d_head)"))
     cases.append(Case((torch.randn(3, 7, 10, generator=g), 100.0), label="another base"))
     cases.append(Case((torch.randn(2, 9, 4, generator=g, dtype=torch.float64),), label="float64 input"))
@@ -350,6 +352,8 @@ def _cases_apply_rope(seed: int) -> list[Case]:
         shape = (rng.randint(2, 3), rng.randint(4, 9), 2 * rng.randint(5, 8))
         cases.append(Case((torch.randn(*shape, generator=g),), label="random sizes"))
     cases.append(Case((torch.randn(2, 40, 6, generator=g),), label="a long sequence"))
+    # bfloat16 holds whole numbers exactly only up to 256: positions and angles are not made in it
+    cases.append(Case((torch.randn(1, 300, 2, generator=g).to(torch.bfloat16),), label="bfloat16, 300 positions"))
     meta = Case((torch.randn(2, 5, 8, generator=g),), label="the meta device (finds tensors made without device=)")
     meta.device = "meta"
     cases.append(meta)

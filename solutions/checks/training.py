@@ -439,6 +439,8 @@ def _cases_top_p_filter(seed: int) -> list[Case]:
         Case((crossing, 0.65), label="p = 0.65: the token that crosses p is kept"),
         Case((crossing, 0.3), label="p below the top probability: the top token alone"),
         Case((crossing, 1.0), label="p = 1: everything"),
+        # e^-200 is 0 in float32: the mass before that token is already 1, which is not below p = 1
+        Case((torch.tensor([[0.0, -200.0, 1.0]]), 1.0), label="p = 1 and a token of probability 0 in float32"),
         Case((_probs_row([0.4, 0.4, 0.1, 0.1])[None], 0.5), label="two equal top tokens"),
         Case((_probs_row([0.4, 0.3, 0.3, 0.0001])[None], 0.5), label="a tie with the token that crosses p: both kept"),
         # exp(-ln 2) rounds to exactly 0.5 in float32 (0.03 ulp away), so the probabilities are exactly
