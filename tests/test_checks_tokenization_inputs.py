@@ -635,17 +635,21 @@ def test_a_mutable_default_that_keeps_nothing_passes():
     check_function(check.SPECS["get_pair_counts"], get_pair_counts, device="cpu")
 
 
+def _encode_ranking_non_merges_at(text, merges, rank):
+    ids = ref.text_to_bytes(text)
+    while len(ids) >= 2:
+        pair = min(zip(ids, ids[1:]), key=lambda p: merges.get(p, rank))
+        if pair not in merges:
+            break
+        ids = ref.merge(ids, pair, merges[pair])
+    return ids
+
+
 def encode_stand_in_rank(rank):
     def encode(text, merges):
         """Gives a pair that is not a merge a stand-in rank: right while every merge id is below
         it, and a real vocabulary has ids past 512, 1000 and 50,257."""
-        ids = ref.text_to_bytes(text)
-        while len(ids) >= 2:
-            pair = min(zip(ids, ids[1:]), key=lambda p: merges.get(p, rank))
-            if pair not in merges:
-                break
-            ids = ref.merge(ids, pair, merges[pair])
-        return ids
+        return _encode_ranking_non_merges_at(text, merges, rank)
 
     return encode
 
@@ -667,14 +671,7 @@ def encode_counting_characters(text, merges):
 def encode_rank_from_max(text, merges):
     """A rank no merge has, as max(merges.values()) + 1: crashes on merges {}, which is what
     train_bpe(text, 256) returns."""
-    never = max(merges.values()) + 1
-    ids = ref.text_to_bytes(text)
-    while len(ids) >= 2:
-        pair = min(zip(ids, ids[1:]), key=lambda p: merges.get(p, never))
-        if pair not in merges:
-            break
-        ids = ref.merge(ids, pair, merges[pair])
-    return ids
+    return _encode_ranking_non_merges_at(text, merges, max(merges.values()) + 1)
 
 
 def test_encode_shortcuts_and_empty_merges_fail():

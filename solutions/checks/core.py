@@ -162,14 +162,15 @@ class Spec:
         self.make_cases = make_cases
 
 
-def _has_float_tensor(value: Any) -> bool:
+def _tensors_in(value: Any, depth: int = 0) -> list:
+    """The tensors inside a value, in order: itself, or inside (nested) lists, tuples and dict
+    values (a few levels deep: cases and results are shallow)."""
     if _is_tensor(value):
-        return value.is_floating_point()
-    if isinstance(value, (list, tuple)):
-        return any(_has_float_tensor(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_float_tensor(v) for v in value.values())
-    return False
+        return [value]
+    if depth < 4 and isinstance(value, (list, tuple, dict)):
+        items = value.values() if isinstance(value, dict) else value
+        return [t for v in items for t in _tensors_in(v, depth + 1)]
+    return []
 
 
 def _declare(spec: Spec, case: Case) -> Case:
@@ -177,22 +178,14 @@ def _declare(spec: Spec, case: Case) -> Case:
     if spec.forbids and not case.forbid:
         case.forbid = tuple(spec.forbids)
     wanted = spec.gradients(case) if callable(spec.gradients) else bool(spec.gradients)
+    tensors = _tensors_in((case.args, case.kwargs))
+    # float16 and bfloat16 gradients are mostly rounding (two right formulas differ by more than
+    # any fair tolerance): such cases compare values only
     if (wanted and spec.driver is None and case.device != "meta"
-            and _has_float_tensor((case.args, case.kwargs)) and not _has_half((case.args, case.kwargs))):
+            and any(t.is_floating_point() for t in tensors)
+            and not any(t.dtype in (torch.float16, torch.bfloat16) for t in tensors)):
         case.gradient = True
     return case
-
-
-def _has_half(value: Any) -> bool:
-    """Whether a case holds float16 or bfloat16 tensors: their gradients are mostly rounding (two
-    right formulas differ by more than any fair tolerance), so only their values are compared."""
-    if _is_tensor(value):
-        return value.dtype in (torch.float16, torch.bfloat16)
-    if isinstance(value, (list, tuple)):
-        return any(_has_half(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_half(v) for v in value.values())
-    return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,19 +362,11 @@ def run(fn: Callable, cases: list[Case]) -> list[Outcome]:
 def _returns_itself(value: Any, argument: Any) -> bool:
     if value is argument and (isinstance(argument, (list, dict, bytearray)) or _is_tensor(argument)):
         return True
-    inside = [argument] if _is_tensor(argument) else [a for a in argument if _is_tensor(a)] if isinstance(argument, (list, tuple)) else []
-    if not inside or not isinstance(value, (list, tuple)):
+    if not isinstance(value, (list, tuple)):
         return False
+    # the argument, or the tensors of a list or tuple of them
+    inside = [] if isinstance(argument, dict) else _tensors_in(argument, depth=3)
     return any(v is a for v in _tensors_in(value) for a in inside)
-
-
-def _tensors_in(value: Any, depth: int = 0) -> list:
-    """The tensors inside a (nested) list or tuple result, a few levels deep."""
-    if _is_tensor(value):
-        return [value]
-    if isinstance(value, (list, tuple)) and depth < 3:
-        return [t for v in value for t in _tensors_in(v, depth + 1)]
-    return []
 
 
 def _call(fn: Callable, case: Case, args: tuple, kwargs: dict) -> Outcome:
@@ -397,17 +382,6 @@ def _call(fn: Callable, case: Case, args: tuple, kwargs: dict) -> Outcome:
         outcome = Outcome(error=(type(exc).__name__, str(exc)), exception=exc)
     outcome.seconds = time.perf_counter() - start
     return outcome
-
-
-def _float_tensors(value: Any) -> list:
-    """The floating-point tensors of a result, in order (inside lists, tuples and dict values)."""
-    if _is_tensor(value):
-        return [value] if value.is_floating_point() else []
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _float_tensors(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _float_tensors(v)]
-    return []
 
 
 def cotangent(output: torch.Tensor, index: int = 0) -> torch.Tensor:
@@ -437,7 +411,7 @@ def _gradient_call(fn: Callable, case: Case, outcome: Outcome) -> None:
     if second.error is not None:
         outcome.grad_error, outcome.exception = second.error, second.exception
         return
-    outputs = _float_tensors(second.value)
+    outputs = [t for t in _tensors_in(second.value) if t.is_floating_point()]
     outcome.grad_value = second.value
     outcome.has_graph = [bool(t.requires_grad) for t in outputs]
     outcome.grad_of = names
@@ -691,6 +665,12 @@ def _tensor_values_differ(
     )
 
 
+def _spec_difference(spec: Spec, actual: Any, expected: Any) -> Optional[str]:
+    """:func:`difference` of two results of ``spec``'s exercise, with its settings."""
+    return difference(actual, expected, ordered=spec.ordered, tolerance=spec.tolerance, dims=spec.dims,
+                      names=spec.result_names)
+
+
 def _argument_names(spec: Spec) -> list[str]:
     try:
         return [p.name for p in inspect.signature(spec.reference).parameters.values()]
@@ -715,8 +695,7 @@ def gradient_problem(spec: Spec, got: Outcome, want: Outcome) -> Optional[str]:
     if got.grad_error is not None:
         kind, text = got.grad_error
         return f", called with inputs that require grad (as in training), raised {kind}: {text}"
-    values = difference(got.grad_value, want.grad_value, tolerance=spec.tolerance, dims=spec.dims,
-                        names=spec.result_names)
+    values = _spec_difference(spec, got.grad_value, want.grad_value)
     if values is not None:
         return (f", called with inputs that require grad (as in training), gives another result "
                 f"than without: {values}")
@@ -753,9 +732,7 @@ def _same_outcome(spec: Spec, a: Outcome, b: Outcome) -> bool:
         # the check's own sentence about parameters is deterministic: it must match word for word
         return a.error[0] != "ParameterMismatch" or a.error[1] == b.error[1]
     try:
-        return (difference(a.value, b.value, ordered=spec.ordered, tolerance=spec.tolerance, dims=spec.dims,
-                           names=spec.result_names) is None
-                and _same_gradient(spec, a, b))
+        return _spec_difference(spec, a.value, b.value) is None and _same_gradient(spec, a, b)
     except TypeError:  # an uncomparable value: they do not agree
         return False
 
@@ -902,8 +879,7 @@ def _first_problem(
             None,
             None,
         )
-    problem = difference(got.value, want.value, ordered=spec.ordered, tolerance=spec.tolerance, dims=spec.dims,
-                         names=spec.result_names)
+    problem = _spec_difference(spec, got.value, want.value)
     if problem is None:
         problem = gradient_problem(spec, got, want)
         if problem is None:
