@@ -267,3 +267,52 @@ def test_grading_chapter_1_never_imports_torch():
 
     done = subprocess.run([sys.executable, "-c", _CHAPTER_1_WITHOUT_TORCH], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+_CELL_LEAVES_CHILDREN = r"""
+import os, signal, time
+from solutions.grading import harness
+
+shell = harness._shell()
+signal.signal(signal.SIGALRM, harness._alarm)
+cell = '''
+import subprocess, sys, time
+# a child that starts a grandchild, both meant to outlive the cell; then the cell overruns
+_inner = "import os, subprocess, sys, time; g = subprocess.Popen(['sleep', '60']); open('grandchild.pid', 'w').write(str(g.pid)); time.sleep(60)"
+_p = subprocess.Popen([sys.executable, "-c", _inner])
+open("child.pid", "w").write(str(_p.pid))
+while True:
+    time.sleep(0.1)
+'''
+ok, error, _ = harness.run_cell(shell, cell, 3)
+assert not ok and error[0] == "Timeout", error
+assert os.path.exists("grandchild.pid"), "the grandchild did not start within the cell"
+pids = [int(open(name).read()) for name in ("child.pid", "grandchild.pid")]
+killed = harness.stop_children()
+time.sleep(0.3)
+
+def alive(pid):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
+
+assert killed >= 2 and not any(alive(pid) for pid in pids), (killed, [alive(pid) for pid in pids])
+print("ok")
+"""
+
+
+def test_a_step_leaves_no_process_running_into_the_next(tmp_path):
+    """A cell interrupted at its time limit (or one that starts a process without waiting for
+    it) must not leave its processes running while the next exercise is graded, where their
+    memory would be charged to that exercise: the harness kills what each step started."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    run = subprocess.run([sys.executable, "-c", _CELL_LEAVES_CHILDREN], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": root})
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr[-3000:]

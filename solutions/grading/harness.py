@@ -181,6 +181,58 @@ def run_cell(shell, source: str, timeout: float) -> tuple[bool, list | None, str
     return error is None, error, out.value()
 
 
+def stop_children() -> int:
+    """Kill every process this one started (and theirs), then reap them; returns how many.
+
+    Called after each step: a step that timed out, or that started a process without waiting
+    for it, must not leave work running into the next step, where its memory or CPU would be
+    charged to another exercise (a cell interrupted at its time limit while its four children
+    were still starting got train_bpe blamed for their memory). Nothing a course notebook does
+    needs a process to outlive its cell."""
+    killed = 0
+    for _ in range(3):  # a child may fork while the list is read: look again until none is left
+        found = _kill_descendants(os.getpid())
+        killed += found
+        if not found:
+            break
+    with contextlib.suppress(ChildProcessError, OSError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    return killed
+
+
+def _kill_descendants(me: int) -> int:
+    parents = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: the fields follow the last ")"
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and fields[1].isdigit():
+            parents[int(entry)] = int(fields[1])
+    mine = set()
+    for pid in parents:
+        chain, p = [], pid
+        while p in parents and p not in mine and p != me and p > 1 and len(chain) < 4096:
+            chain.append(p)
+            p = parents[p]
+        if p == me or p in mine:
+            mine.update(chain)
+    for pid in mine:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return len(mine)
+
+
 def _references(uses: list[dict]) -> dict:
     """The references this exercise may use: each module slice runs in a fresh namespace."""
     bound = {}
@@ -258,6 +310,7 @@ def main(request_fd: int, reply_fd: int) -> int:
         op = request.get("op")
         if op == "cell":
             ok, error, output = run_cell(shell, request["source"], request["timeout"])
+            stop_children()
             channel.send(event="end", step="cell", index=request["index"], nonce=request.get("nonce"),
                          ok=ok, error=error, output=output)
         elif op == "exercise":
@@ -265,6 +318,7 @@ def main(request_fd: int, reply_fd: int) -> int:
                 result = run_exercise(shell, request)
             except BaseException as exc:  # the harness itself must always answer
                 result = {"harness_error": f"{type(exc).__name__}: {exc}"[:2000]}
+            stop_children()
             channel.send(event="end", step="exercise", name=request["name"], nonce=request.get("nonce"), **result)
         else:
             channel.send(event="done", nonce=request.get("nonce"))
