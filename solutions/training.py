@@ -230,7 +230,9 @@ def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> tuple[list[tor
         total_norm = sqrt(sum over every tensor g and every number of g^2)
         scale      = min(1, max_norm / (total_norm + 1e-6))
 
-    Returns (the gradients times scale, total_norm before clipping as a 0-d float tensor), like
+    Returns (the gradients times scale, each in its own dtype; total_norm before clipping as a 0-d
+    tensor, float32, or float64 when a gradient is float64: the squares of float16 numbers
+    overflow above 256, so half-precision gradients are measured in float32), like
     ``torch.nn.utils.clip_grad_norm_`` (which does it in place; here the inputs are left
     unchanged). One scale for all tensors keeps the direction of the whole update and only
     shortens it; clipping each tensor on its own would change the direction. Gradients below the
@@ -240,7 +242,10 @@ def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> tuple[list[tor
         raise ValueError(f"max_norm must be positive, got {max_norm}")
     if not grads:
         return [], torch.tensor(0.0)
-    norms = torch.stack([g.detach().float().norm(2) for g in grads])  # one norm per tensor
+    # the squares in float32 at least: a float16 square overflows above 256 (65504 is float16's
+    # largest number), and a float64 gradient keeps float64 (as clip_grad_norm_ does for it)
+    precise = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+    norms = torch.stack([g.detach().to(precise).norm(2) for g in grads])  # one norm per tensor
     total_norm = norms.norm(2)  # sqrt of the sum of squares of all numbers
     scale = torch.clamp(max_norm / (total_norm + 1e-6), max=1.0)
     return [g * scale.to(g.dtype) for g in grads], total_norm
@@ -258,18 +263,18 @@ def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, max_steps:
     The warm-up reaches max_lr at step warmup_steps - 1 and never uses a zero rate (step 0 gets
     max_lr / warmup_steps); the cosine starts at max_lr at step warmup_steps and ends at min_lr
     at step max_steps (Loshchilov & Hutter 2017, SGDR, one cycle; as in nanoGPT and GPT-3,
-    Brown et al. 2020, appendix B). Negative step, warmup_steps or max_steps < warmup_steps:
-    ValueError.
+    Brown et al. 2020, appendix B). Always a Python float, also for integer arguments. Negative
+    step, warmup_steps or max_steps < warmup_steps: ValueError.
     """
     if step < 0 or warmup_steps < 0 or max_steps < warmup_steps:
         raise ValueError(f"need step >= 0 and 0 <= warmup_steps <= max_steps, got step={step}, "
                          f"warmup_steps={warmup_steps}, max_steps={max_steps}")
     if step < warmup_steps:
-        return max_lr * (step + 1) / warmup_steps
+        return float(max_lr * (step + 1) / warmup_steps)
     if step >= max_steps:  # also covers warmup_steps == max_steps, where there is no decay phase
-        return min_lr
+        return float(min_lr)  # a float even when min_lr is given as the int 0
     ratio = (step - warmup_steps) / (max_steps - warmup_steps)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
+    return float(min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr))
 
 
 def lr_linear(step: int, max_lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:

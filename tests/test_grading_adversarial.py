@@ -6,6 +6,7 @@ another's, no wrong answer earns a point, and every correct answer still earns f
 """
 
 import inspect
+import dataclasses
 import json
 import os
 import subprocess
@@ -244,7 +245,6 @@ def _cases(released, course_dir):
         "fault_many_cells": (_many_cells(solved()), FULL, "graded"),
         # -- per-submission resources (issue 8) --
         "fault_disk_filler": (with_code_after(solved(), "merge", DISK_FILLER), FULL, "needs_attention"),
-        "fault_memory_across_processes": (with_code_after(solved(), "merge", MEMORY_ACROSS_PROCESSES), FULL, "needs_attention"),
         # -- honest students: a notebook that runs top to bottom grades as it runs (issue 8) --
         "honest_import_in_setup_cell": (_import_in_course_cell(solved(), 1, "import codecs", "text_to_bytes", "_UTF8 = codecs.lookup('utf-8').name"), FULL, "graded"),
         "honest_import_in_imports_cell": (_import_in_course_cell(solved(), 2, "import itertools", "get_pair_counts", "_COUNT = itertools.count"), FULL, "graded"),
@@ -423,10 +423,29 @@ def test_feedback_says_why_without_hidden_inputs(graded):
     assert any("did not ask for" in f for f in results["cheat_forge_reply_records"]["flags"])
     assert any("disk limit" in n for n in results["fault_disk_filler"]["notes"])
     assert "disk limit" in (course_dir / "feedback" / "fault_disk_filler" / CHAPTER / f"{CHAPTER}.html").read_text()
-    assert any("memory limit" in n for n in results["fault_memory_across_processes"]["notes"])
     assert any("UTF-8" in r and "byte" in r for r in results["damage_latin1_bytes"]["reasons"])
     assert any("nested too deeply" in r for r in results["damage_deeply_nested_json"]["reasons"])
     assert results["fault_many_cells"]["seconds"] < SETTINGS.notebook_budget_s
+
+
+def test_processes_that_together_pass_the_memory_limit_are_stopped(graded):
+    """Four forked processes, each under the per-process limit, together over the submission's
+    memory bound: the run is stopped, the note says why, the cell is skipped and every exercise
+    is graded in a fresh sandbox. Graded on its own with a long cell time limit: on a loaded
+    machine the four could take longer than the batch's 4 s to fill their memory, and a cell
+    stopped at its time limit has its processes killed (which is right, but not this case)."""
+    course_dir = graded[0]
+    student = "fault_memory_across_processes"
+    released = read_notebook(course_dir / "release" / CHAPTER / f"{CHAPTER}.ipynb")
+    folder = course_dir / "submitted" / student / CHAPTER
+    folder.mkdir(parents=True, exist_ok=True)
+    submission = with_code_after(solved_notebook(released, CHAPTER), "merge", MEMORY_ACROSS_PROCESSES)
+    (folder / f"{CHAPTER}.ipynb").write_bytes(nbformat.writes(submission).encode())
+    settings = dataclasses.replace(SETTINGS, cell_timeout_s=60, notebook_budget_s=240)
+    (result,) = batch.grade_assignment(course_dir, CHAPTER, students=[student], settings=settings, progress=False)
+    assert any("memory limit" in n for n in result["notes"]), result["notes"]
+    assert {e["name"]: e["points"] for e in result["exercises"]} == FULL, result["exercises"]
+    assert result["status"] == "needs_attention", result["status"]
 
 
 def test_the_graded_reference_is_never_in_the_answering_process(graded):

@@ -319,15 +319,20 @@ class _BlockDefaultEps(torch.nn.Module):
 # --- 4. GPT -------------------------------------------------------------------------------------
 
 
-def _gpt_case(g: torch.Generator, config: dict, batch: int, seq: int, label: str, bad_id: bool = False) -> Case:
+def _gpt_case(g: torch.Generator, config: dict, batch: int, seq: int, label: str, bad_id: bool = False,
+              dtype: torch.dtype | None = None) -> Case:
     weights = _draw_weights(_shapes_of(ref.GPT, config), g)
+    if dtype is not None:
+        weights = {n: w.to(dtype) for n, w in weights.items()}
     d_vocab = config["d_vocab"]
     tokens = torch.randint(0, d_vocab, (batch, seq), generator=g)
     tokens[0, 0], tokens[-1, -1] = 0, d_vocab - 1  # both ends of the vocabulary
     if bad_id:
         tokens[0, 1] = d_vocab
-    cotangent = torch.randn(batch, seq, d_vocab, generator=g)
-    return module_case({"config": _config(**config)}, weights, (tokens,), cotangent, label)
+    cotangent = torch.randn(batch, seq, d_vocab, generator=g, dtype=dtype or torch.float32)
+    # config: chapter 6 reads model.config (its n_ctx, to crop the context while sampling)
+    return module_case({"config": _config(**config)}, weights, (tokens,), cotangent, label, attributes=("config",),
+                       dtype=dtype)
 
 
 def _cases_GPT(seed: int) -> list[Case]:
@@ -350,6 +355,10 @@ def _cases_GPT(seed: int) -> list[Case]:
         _gpt_case(g, {**llama, "norm": "layernorm", "mlp": "gelu", "bias": True, "layer_norm_eps": 0.5,
                       "rope_base": 100.0}, 2, 5, "LayerNorm and GELU with RoPE (rope_base 100), layer_norm_eps = 0.5"),
     ]
+    # converted after it is built, as model.double() or model.to("cuda") do: an unembedding kept
+    # from __init__ (self.W_U = self.embed.W_E.T) stays float32 on the old storage
+    cases.append(_gpt_case(g, gpt2, 2, 4, "the model converted to float64 after it is built (model.double()), "
+                           "tied embeddings", dtype=torch.float64))
     # the same model called twice, the second time on a shorter sequence
     twice = _gpt_case(g, gpt2, 2, 6, "two calls of one model (6 tokens, then 3)")
     twice.kwargs = {"again": (torch.randint(0, gpt2["d_vocab"], (3, 3), generator=g),)}

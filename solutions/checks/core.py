@@ -556,6 +556,10 @@ def difference(
     if isinstance(expected, float):
         if not isinstance(actual, (int, float)) or isinstance(actual, bool):
             return f"{where} should be a number, but it is {_type_name(actual)}: {_short(actual)}."
+        if isinstance(actual, int):
+            # an int where the exercise promises a float (lr_at returning min_lr = 0 as given):
+            # later code that divides or formats it may not care, but the contract does
+            return f"{where} should be a Python float, but it is the int {actual!r}: convert it with float(...)."
         rtol, atol = tolerance or FLOAT_TOLERANCE
         if math.isnan(expected) != math.isnan(actual) or not (
             math.isnan(expected) or math.isclose(actual, expected, rel_tol=rtol, abs_tol=atol)

@@ -43,6 +43,7 @@ def module_case(
     watch: tuple[str, ...] = (),
     again: Optional[tuple] = None,
     attributes: tuple[str, ...] = (),
+    dtype: Optional[str] = None,
 ) -> Case:
     """One module check: build with ``init``, load ``weights``, run ``forward(*inputs)``, backprop ``cotangent``.
 
@@ -51,7 +52,10 @@ def module_case(
     build the module (for a config the exercise says to refuse). ``again``: inputs of a second
     call of the same module (a module that keeps something from its first call shows).
     ``attributes``: names the exercise promises on the module (``self.d_head``, used by a later
-    exercise): a missing one is named, and their values are part of the result.
+    exercise): a missing one is named, and their values are part of the result. ``dtype``: the
+    module is converted with ``module.to(torch.<dtype>)`` after it is built, as ``model.double()``
+    or ``model.to(device)`` would (a tensor computed in ``__init__`` from a parameter, such as a
+    tied ``W_E.T``, stays behind and shows).
     """
     case = Case((dict(init), dict(weights), tuple(inputs), cotangent), label=label)
     if watch:
@@ -60,6 +64,8 @@ def module_case(
         case.kwargs = {"again": tuple(again)}
     if attributes:
         case.kwargs = {**case.kwargs, "attributes": tuple(attributes)}
+    if dtype is not None:
+        case.kwargs = {**case.kwargs, "dtype": str(dtype).replace("torch.", "")}
     return case
 
 
@@ -255,7 +261,7 @@ def module_driver(cls: Any) -> Callable:
     name = getattr(cls, "__name__", type(cls).__name__)
 
     def drive(init: dict, weights: dict, inputs: tuple, cotangent: Optional[torch.Tensor], watch: tuple = (),
-              again: Optional[tuple] = None, attributes: tuple = ()) -> dict:
+              again: Optional[tuple] = None, attributes: tuple = (), dtype: Optional[str] = None) -> dict:
         if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
             raise TypeError(f"{name} should be a class derived from torch.nn.Module")
         if weights is None:  # an init_case
@@ -270,6 +276,10 @@ def module_driver(cls: Any) -> Callable:
                 f"{name} has no attribute {missing[0]!r}: the exercise asks you to store it "
                 f"(self.{missing[0]} = ...), and later code reads it by that name."
             )
+        if dtype is not None:
+            if dtype not in ("float64", "float32", "float16", "bfloat16"):
+                raise ValueError(f"module_case dtype must be a float dtype's name, not {dtype!r}")
+            module.to(getattr(torch, dtype))
         first = _first_tensor(inputs)
         if first is not None:
             # moved before loading, so that on the `meta` device nothing is copied out of meta

@@ -257,6 +257,15 @@ def _cases_clip_grad_norm(seed: int) -> list[Case]:
     cases.append(Case(([1e-6 * torch.tensor([0.6, 0.8]), torch.zeros(2)], 1e-7), label="tiny gradients, max_norm 1e-7"))
     cases.append(Case(([torch.randn(3, generator=g)], 0.0), label="max_norm = 0"))
     cases.append(Case(([], 0.0), label="no gradients and max_norm = 0"))
+    # float16 gradients whose squares add up past 65504, float16's largest number: summed in
+    # float16 the norm is inf and every gradient becomes 0; measured in float32 it is about 450
+    half = [(150 * torch.randn(6, generator=g)).half(), (150 * torch.randn(3, 3, generator=g)).half()]
+    cases.append(Case((half, 1.0), label="float16 gradients with a norm of a few hundred (float16 squares overflow)"))
+    # float64 gradients keep float64: beyond float32's range, and an ordinary one
+    huge = [1e25 * torch.randn(4, generator=g, dtype=torch.float64), 1e25 * torch.randn(2, 2, generator=g, dtype=torch.float64)]
+    cases.append(Case((huge, 1.0), label="float64 gradients of about 1e25 (their squares overflow float32)"))
+    cases.append(Case(([torch.randn(3, generator=g, dtype=torch.float64), torch.randn(2, generator=g, dtype=torch.float64)], 0.5),
+                      label="float64 gradients: a float64 norm"))
     return cases
 
 
@@ -283,7 +292,8 @@ def _clip_norm_after(grads, max_norm):
 def _cases_lr_at(seed: int) -> list[Case]:
     rng = random.Random(seed)
     cases = []
-    schedules = [(6e-4, 6e-5, 10, 100), (1e-3, 0.0, 5, 25), (1.0, 0.1, 0, 20), (3e-4, 3e-5, 8, 8)]
+    # (1, 0, 4, 12): integer rates; the result is a float all the same
+    schedules = [(6e-4, 6e-5, 10, 100), (1e-3, 0.0, 5, 25), (1.0, 0.1, 0, 20), (3e-4, 3e-5, 8, 8), (1, 0, 4, 12)]
     schedules.append((10 ** rng.uniform(-4, -2), 0.0, rng.randint(2, 20), rng.randint(30, 200)))
     for max_lr, min_lr, warmup, max_steps in schedules:
         last = max_steps + 3
@@ -408,6 +418,10 @@ def _cases_top_k_filter(seed: int) -> list[Case]:
         case = Case((torch.randn(2, 7, generator=g), k), label=f"k = {k} with d_vocab = 7")
         case.mentions = ("7",)
         cases.append(case)
+    # three axes: d_vocab is the last one (9), not shape[1] (3)
+    case = Case((torch.randn(2, 3, 9, generator=g), 10), label="k = 10 with logits (batch 2, seq 3, d_vocab 9)")
+    case.mentions = ("9",)
+    cases.append(case)
     return cases
 
 
@@ -620,6 +634,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.clip_grad_norm,
         make_cases=_cases_clip_grad_norm,
+        result_names=("the clipped gradients", "total_norm"),
         gradients=False,  # it rescales gradients, outside the graph
         mistakes=[
             Mistake("per tensor", "clip by the *global* norm: one scale for all tensors, from the norm of all their "
