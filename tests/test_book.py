@@ -7,13 +7,17 @@ fails. Then:
 - every exercise `.ipynb` page has a Colab button derived from `_config.yml`, pointing at a
   file that exists; other pages have no launch button (Colab cannot open `.md`);
 - MathJax is served locally (the build must work offline) and loaded once;
-- the chapter's figures are PNG images;
+- the chapter's figures are SVG images (matplotlib, text kept as text, so its size can be read);
 - headless Chromium (required: CI installs the `chromium` apt package) typesets the math,
   loads every image and the MathJax fonts, and requests nothing that is missing;
 - every page, at 1280 px and on a 390 px phone: nothing is wider than the text column (code,
   outputs, equations, tables, figures, diagrams; dropdowns opened), the page does not scroll
   sideways, no JavaScript error, no request to another origin (a Content-Security-Policy of
-  'self' reports any), and every diagram's smallest text is at least 9 pt as shown;
+  'self' reports any), and every diagram's and every figure's smallest text is at least 9 pt as
+  shown (font size times the scale at which the browser shows the SVG), and so is every display
+  equation (MathJax may shrink one to fit the column, never below 9 pt: long ones are broken);
+- every glossary term is linked ({term}) from a chapter page, and on each chapter page the first
+  use of a term is its link;
 - the site has at least 12 diagrams, drawn at build time from `_diagrams/` and the chapter strip.
 """
 
@@ -165,15 +169,25 @@ def test_mathjax_is_local_and_loaded_once(built_book):
         assert not remote, f"{docname} loads scripts from the network: {remote}"
 
 
-@pytest.mark.parametrize("docname", CHAPTER_PAGES)
-def test_chapter_figures_are_png_images(built_book, docname):
-    page = page_html(built_book, docname)
+def figure_srcs(page: str) -> list[str]:
+    """The executed figures of a built page: images myst-nb wrote to _images/ (not diagrams)."""
     srcs = re.findall(r"<img[^>]*\ssrc=\"([^\"]+)\"", page)
-    pngs = [s for s in srcs if s.endswith(".png")]
-    assert len(pngs) >= 2, f"{docname}: expected at least two executed figures, got {srcs}"
-    for src in pngs:
-        data = (built_book / Path(docname).parent / src).resolve().read_bytes()
-        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, f"{src} is not a real PNG figure"
+    return [s for s in srcs if "_images/" in s and "graphviz-" not in s]
+
+
+@pytest.mark.parametrize("docname", CHAPTER_PAGES)
+def test_chapter_figures_are_svg_images(built_book, docname):
+    page = page_html(built_book, docname)
+    figures = figure_srcs(page)
+    svgs = [s for s in figures if s.endswith(".svg")]
+    # SVG, with text as text: the browser test reads each font size (a PNG hides it)
+    assert len(svgs) >= 2 and svgs == figures, f"{docname}: expected at least two SVG figures and no others, got {figures}"
+    for src in svgs:
+        data = (built_book / Path(docname).parent / src).resolve().read_text(encoding="utf-8")
+        assert "<svg" in data and re.search(r"font-size: [\d.]+px", data), f"{src} is not an SVG figure with text"
+        # light pages: a figure is a separate file of moderate size, not inlined into the page
+        assert len(data) < 400_000, f"{src} is {len(data) // 1024} KiB"
+    assert len(page) < 1_500_000, f"{docname}: the page is {len(page) // 1024} KiB"
     # Every "Show solution" box shows the reference source it includes.
     text = html.unescape(re.sub(r"<[^>]+>", "", page))
     for dotted in re.findall(r":pyobject:\s*([\w.]+)", source_of(docname).read_text(encoding="utf-8")):
@@ -297,12 +311,12 @@ def test_browser_typesets_math_and_loads_figures(server, docname, tmp_path):
 
     # Every image was decoded by the browser (naturalWidth > 0), among them the figures.
     images = json.loads(html.unescape(re.search(r'data-images="([^"]*)"', body).group(1)))
-    figures = [(src, w) for src, w in images if src.endswith(".png") and "_images/" in src]
+    figures = [(src, w) for src, w in images if src.endswith(".svg") and "_images/" in src and "graphviz-" not in src]
     assert len(figures) >= 2 and all(w > 0 for _, w in figures), f"images in the browser: {images}"
 
     # The browser fetched the figures and MathJax's fonts from our server, and nothing 404'd.
     fetched = {path for path, code in requests if code == 200}
-    assert sum(p.startswith("/_images/") and p.endswith(".png") for p in fetched) >= 2, sorted(fetched)
+    assert sum(p.startswith("/_images/") and p.endswith(".svg") for p in fetched) >= 2, sorted(fetched)
     assert any(p.endswith(".woff") for p in fetched), f"MathJax fonts were not loaded: {sorted(fetched)}"
     # (browsers ask for /favicon.ico on their own; the book has none)
     missing = sorted({path for path, code in requests if code >= 400 and path != "/favicon.ico"})
@@ -330,7 +344,7 @@ def test_browser_sees_the_colab_link(server, docname):
 
 WIDTHS = {"laptop": 1280, "phone": 390}
 ALL_PAGES = toc_docnames()
-MIN_DIAGRAM_PT = 9.0
+MIN_DIAGRAM_PT = 9.0   # diagrams, figures and display equations, as shown (CSS pt = 4/3 px)
 
 # The driver page loads every page in an iframe of the given width, one after the other, opens
 # every dropdown and hidden cell, lets course.js fit the equations again, and records what sticks
@@ -361,6 +375,14 @@ function measure(w) {
     return [o.getAttribute("data"), o.getBoundingClientRect().width]; });
   const figures = Array.from(article.querySelectorAll(".cell_output img")).map(function (i) {
     return [i.getAttribute("src"), i.naturalWidth, i.getBoundingClientRect().width]; });
+  // every display equation's font size as shown (px), with the start of its TeX
+  const tex = new Map();
+  try {
+    for (const item of w.MathJax.startup.document.math) tex.set(item.typesetRoot, item.math);
+  } catch (err) { /* no MathJax on this page */ }
+  const equations = Array.from(article.querySelectorAll('mjx-container[display="true"]')).filter(function (box) {
+    return box.getBoundingClientRect().width > 0; }).map(function (box) {
+    return [(tex.get(box) || box.textContent || "").trim().slice(0, 90), parseFloat(w.getComputedStyle(box).fontSize)]; });
   const pageScroll = d.documentElement.scrollWidth - w.innerWidth;
   if (pageScroll > 1) {   // name the innermost elements that stick out of the window
     d.body.querySelectorAll("*").forEach(function (el) {
@@ -374,7 +396,7 @@ function measure(w) {
     });
   }
   return {pageScroll: pageScroll, columnWidth: col.width, over: over,
-          diagrams: diagrams, figures: figures, errors: w.__courseErrors || ["probe missing"],
+          diagrams: diagrams, figures: figures, equations: equations, errors: w.__courseErrors || ["probe missing"],
           blocked: w.__courseBlocked || [], shrunk: d.body.getAttribute("data-equations-shrunk")};
 }
 async function run() {
@@ -419,10 +441,11 @@ def layouts(server):
 
 
 def svg_text_scale(svg: Path) -> tuple[float, float]:
-    """(natural width in CSS px, smallest font size in pt) of a Graphviz SVG."""
+    """(natural width in CSS px, smallest font size in pt) of an SVG drawn by Graphviz or by
+    matplotlib (both draw in pt: width="...pt", and a font size in user units is in pt)."""
     text = svg.read_text(encoding="utf-8")
     width_pt = float(re.search(r'<svg[^>]*\swidth="([\d.]+)pt"', text).group(1))
-    sizes = [float(s) for s in re.findall(r'font-size="([\d.]+)"', text)]
+    sizes = [float(s) for s in re.findall(r'font-size(?:="|: ?)([\d.]+)', text)]
     assert sizes, f"{svg.name}: no text"
     return width_pt * 4 / 3, min(sizes)
 
@@ -445,11 +468,20 @@ def test_nothing_is_cut_off_and_nothing_fails(layouts, built_book, docname, widt
         assert shown_pt >= MIN_DIAGRAM_PT - 0.05, (
             f"{docname} at {WIDTHS[width]} px: diagram {data} shows its smallest text at {shown_pt:.1f} pt "
             f"(drawn {natural:.0f} px wide, shown {shown:.0f} px)")
-    if width == "laptop":
-        # Figures are drawn at most as wide as the column, so that their text shows at the size
-        # it was set in (>= 9 pt); on a phone they scale down with the page.
-        for src, natural, shown in page["figures"]:
+    for src, natural, shown in page["figures"]:
+        assert src.endswith(".svg"), f"{docname}: figure {src} is not SVG, so the size of its text cannot be measured"
+        natural_svg, smallest = svg_text_scale((built_book / Path(docname).parent / src).resolve())
+        shown_pt = smallest * min(1.0, shown / natural_svg)
+        assert shown_pt >= MIN_DIAGRAM_PT - 0.05, (
+            f"{docname} at {WIDTHS[width]} px: figure {src} shows its smallest text at {shown_pt:.1f} pt "
+            f"(set in {smallest:g} pt, drawn {natural_svg:.0f} px wide, shown {shown:.0f} px)")
+        if width == "laptop":
+            # never shrunk on a laptop: the text shows at the size it was set in
             assert natural <= shown + 2, f"{docname}: figure {src} is {natural} px wide, shrunk to {shown:.0f} px"
+    for tex, font_px in page["equations"]:
+        assert font_px * 0.75 >= MIN_DIAGRAM_PT - 0.05, (
+            f"{docname} at {WIDTHS[width]} px: a display equation is shown at {font_px * 0.75:.1f} pt; "
+            f"break it over lines (aligned) instead: {tex}")
 
 
 def test_the_site_has_its_diagrams(built_book):
@@ -465,9 +497,105 @@ def test_the_site_has_its_diagrams(built_book):
 
 
 def test_figure_text_is_set_large_enough():
-    """Matplotlib text on the pages is never set below 9 pt (the defaults are 10 pt and up)."""
+    """Matplotlib text on the pages is never set below 11 pt, the course style's size
+    (_vendor/course/figures.mplstyle: 11 pt on a 4.1 in figure stays >= 9 pt on a phone)."""
     for docname in CHAPTER_PAGES:
         source = source_of(docname).read_text(encoding="utf-8")
         small = re.findall(r"\b(?:fontsize|size)\s*=\s*(\d+(?:\.\d+)?)\b", source)
-        assert all(float(s) >= 9 for s in small), f"{docname}: text set below 9 pt: {small}"
+        assert all(float(s) >= 11 for s in small), f"{docname}: text set below 11 pt: {small}"
+        assert 'plt.style.use("../../_vendor/course/figures.mplstyle")' in source, f"{docname}: not in the course style"
         assert not re.search(r"fontsize\s*=\s*[\"'](?:x+-)?small", source), f"{docname}: a 'small' font size"
+
+
+# ----------------------------------------------------------------------------- glossary links
+
+GLOSSARY_DOC = "glossary"
+
+
+def glossary_terms() -> dict[str, list[str]]:
+    """{term as the glossary writes it: the spellings that count as a use of it in the prose}.
+
+    "byte-pair encoding (BPE)" is used as either name, "top-k, top-p" as either filter.
+    """
+    text = source_of(GLOSSARY_DOC).read_text(encoding="utf-8")
+    block = re.search(r"```\{glossary\}\n(.*?)\n```", text, flags=re.S).group(1)
+    terms = {}
+    for term in re.findall(r"^(\S[^\n]*)$", block, flags=re.M):
+        if m := re.fullmatch(r"(.+) \((.+)\)", term):
+            terms[term] = [m.group(1), m.group(2)]
+        else:
+            terms[term] = [t.strip() for t in term.split(",")]
+    return terms
+
+
+def prose_mask(text: str) -> str:
+    """The page's source with everything that is not running prose blanked out (same length):
+    front matter, fenced blocks (code cells, math, diagrams, includes), colon-fence lines,
+    headings, targets, math, inline code, roles ({cite}, {numref}, {term}, ...) and links."""
+    def blank(m):
+        return re.sub(r"[^\n]", " ", m.group(0))
+
+    patterns = [
+        r"\A---\n.*?\n---\n",                   # front matter
+        r"^(`{3,}|~{3,}).*?^\1[ \t]*$",          # fenced blocks
+        r"^:{3,}[^\n]*$", r"^:[\w-]+:[^\n]*$",   # colon fences and their options
+        r"^#+ [^\n]*$", r"^\([^\n]*\)=$", r"<!--.*?-->",  # headings, targets, comments
+        r"\$\$.*?\$\$", r"(?<!\\)\$[^$\n]+?\$",   # math
+        r"\{[\w:-]+\}`[^`]*`", r"`[^`\n]*`",     # roles, inline code
+        r"\[[^\]\n]*\]\([^)\n]*\)",              # links
+    ]
+    for pattern in patterns:
+        text = re.sub(pattern, blank, text, flags=re.S | re.M)
+    return text
+
+
+def term_pattern(spelling: str) -> re.Pattern:
+    """A use of a spelling: a whole word (not part of multi-head or gelu_tanh), plural allowed;
+    abbreviations and names (MLP, RoPE, AdamW) by case, other terms in any case."""
+    flags = 0 if any(c.isupper() for c in spelling) else re.I
+    return re.compile(rf"(?<![\w-]){re.escape(spelling)}(?:s|es)?(?![\w-])", flags)
+
+
+def term_roles(text: str) -> list[tuple[int, str]]:
+    """(position, target term) of every {term} role in a page's source."""
+    out = []
+    for m in re.finditer(r"\{term\}`([^`]*)`", text):
+        inner = m.group(1)
+        target = re.search(r"<([^<>]+)>\s*$", inner)
+        out.append((m.start(), (target.group(1) if target else inner).strip()))
+    return out
+
+
+def test_every_glossary_term_is_linked_from_a_chapter(built_book):
+    """Each glossary entry is the target of a {term} link on some chapter page, and the link
+    resolves in the built site (an unknown term is a warning, which fails the strict build)."""
+    terms = glossary_terms()
+    assert len(terms) >= 20, f"the glossary has only {len(terms)} terms"
+    linked = {target for docname in CHAPTER_PAGES
+              for _, target in term_roles(source_of(docname).read_text(encoding="utf-8"))}
+    assert set(terms) <= linked, f"glossary terms no chapter page links: {sorted(set(terms) - linked)}"
+    assert linked <= set(terms), f"links to terms that are not in the glossary: {sorted(linked - set(terms))}"
+    anchors = set(re.findall(r'<dt id="(term-[^"]+)"', page_html(built_book, GLOSSARY_DOC)))
+    assert len(anchors) == len(terms), f"glossary anchors {sorted(anchors)}"
+    used = set()
+    for docname in CHAPTER_PAGES:
+        used |= {html.unescape(h).split("#", 1)[1] for h in hrefs(page_html(built_book, docname))
+                 if re.match(r"(\.\./)*glossary\.html#term-", h)}
+    assert used == anchors, f"glossary entries no built chapter page links to: {sorted(anchors - used)}"
+
+
+@pytest.mark.parametrize("docname", CHAPTER_PAGES)
+def test_first_use_of_a_glossary_term_links_to_it(docname):
+    """On each chapter page, the first use of a glossary term in the prose is its {term} link."""
+    text = source_of(docname).read_text(encoding="utf-8")
+    masked = prose_mask(text)   # {term} roles are blanked: what is left are plain uses
+    first_link = {}
+    for position, target in term_roles(text):
+        first_link.setdefault(target, position)
+    late = []
+    for term, spellings in glossary_terms().items():
+        uses = [m.start() for s in spellings for m in term_pattern(s).finditer(masked)]
+        if uses and (term not in first_link or first_link[term] > min(uses)):
+            line = text.count("\n", 0, min(uses)) + 1
+            late.append(f"{term!r} first used on line {line} without a link")
+    assert not late, f"{docname}: " + "; ".join(late)

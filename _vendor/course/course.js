@@ -4,7 +4,9 @@
    rest on narrow screens. window.courseLayout resolves once the page is laid out. */
 (function () {
   "use strict";
-  var MIN_SCALE = 0.6;  // below this an equation must be broken in the source instead
+  // Never below 12 px (9 pt), the smallest text the course shows on a phone: an equation that
+  // would need more shrinking is broken over lines in the page source instead (aligned).
+  var MIN_FONT_PX = 12;
 
   function fitEquations() {
     var shrunk = [];
@@ -12,7 +14,8 @@
       box.style.fontSize = "";
       var avail = box.clientWidth, need = box.scrollWidth;
       if (avail > 0 && need > avail + 1) {
-        var scale = Math.max(MIN_SCALE, (avail - 2) / need);
+        var base = parseFloat(window.getComputedStyle(box).fontSize) || 16;
+        var scale = Math.max(Math.min(1, MIN_FONT_PX / base), (avail - 2) / need);
         box.style.fontSize = (scale * 100).toFixed(1) + "%";
         shrunk.push(scale);
       }
