@@ -205,3 +205,33 @@ def test_grades_csv_leaves_out_chapters_nobody_handed_in(graded, tmp_path):
         rows = list(csv.DictReader(f))
     assert {r["assignment"] for r in rows} == {CHAPTER}
     assert {r["student_id"] for r in rows} == set(_results(copies["whole"]))
+
+
+# --- the variables a real Slurm array sets (Slurm 22.05, read from its jobs' environments) ------
+
+def _slurm(task, count, low, high, step=1):
+    return {"SLURM_ARRAY_JOB_ID": "25", "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": str(count),
+            "SLURM_ARRAY_TASK_MIN": str(low), "SLURM_ARRAY_TASK_MAX": str(high), "SLURM_ARRAY_TASK_STEP": str(step)}
+
+
+@pytest.mark.parametrize("array, tasks", [
+    ("0-2", [_slurm(t, 3, 0, 2) for t in (0, 1, 2)]),
+    ("1-3", [_slurm(t, 3, 1, 3) for t in (1, 2, 3)]),
+    ("0-4:2", [_slurm(t, 3, 0, 4, 2) for t in (0, 2, 4)]),  # a step: ids 0, 2, 4 are shards 0, 1, 2
+    ("0-2%1", [_slurm(t, 3, 0, 2) for t in (0, 1, 2)]),  # a throttle changes nothing
+])
+def test_every_task_of_a_slurm_array_range_is_one_shard(array, tasks):
+    assert [batch.parse_shard(None, env)[0] for env in tasks] == [(0, 3), (1, 3), (2, 3)], array
+
+
+def test_slurm_arrays_that_name_no_shard_are_refused():
+    # --array=0,3,7: count 3, ids 0, 3 and 7: no task knows its place in the list
+    for task in (0, 3, 7):
+        with pytest.raises(ValueError, match="not a range"):
+            batch.parse_shard(None, _slurm(task, 3, 0, 7))
+    # sbatch --array=3 grade.sh, to rerun shard 3: a one-task array of count 1 would grade everyone
+    with pytest.raises(ValueError, match=r"--shard K/N.*--array=3 grade.sh --shard 3/N"):
+        batch.parse_shard(None, _slurm(3, 1, 3, 3))
+    assert batch.parse_shard("3/10", _slurm(3, 1, 3, 3))[0] == (3, 10)  # the rerun the message asks for
+    with pytest.raises(ValueError, match="not whole numbers"):
+        batch.parse_shard(None, {**_slurm(1, 3, 0, 2), "SLURM_ARRAY_TASK_STEP": "x"})

@@ -333,11 +333,15 @@ def shard_of(student: str, assignment: str, count: int) -> int:
 
 def parse_shard(text: str | None, environ: dict | None = None) -> tuple[tuple[int, int] | None, str]:
     """``(k, n)`` from ``--shard K/N`` (K counts from 0), else from a batch engine's variables:
-    Slurm's ``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT`` (less ``SLURM_ARRAY_TASK_MIN``, so
-    ``--array=1-3`` works too), or a Kubernetes Indexed Job's ``JOB_COMPLETION_INDEX`` with
-    ``JOB_COMPLETIONS`` (which the manifest sets: Kubernetes gives no count). Returns
-    ``(None, "")`` when none is set, and where the shard came from. Raises ValueError with the
-    reason for anything else."""
+    a Slurm array's ``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT``, counted from
+    ``SLURM_ARRAY_TASK_MIN`` in steps of ``SLURM_ARRAY_TASK_STEP`` (``--array=0-9``, ``1-10`` and
+    ``0-18:2`` all give shards 0..9 of 10), or a Kubernetes Indexed Job's
+    ``JOB_COMPLETION_INDEX`` with ``JOB_COMPLETIONS`` (which the manifest sets: Kubernetes gives
+    no count). Returns ``(None, "")`` when none is set, and where the shard came from. Raises
+    ValueError with the reason for anything else, including the Slurm arrays that do not say
+    which shard of how many a task is: a list (``--array=0,3,7``: Slurm gives its count, not the
+    task's place in it) and a one-task array (``--array=3``, to rerun one shard: its count is 1,
+    which would grade the whole class)."""
     env = os.environ if environ is None else environ
     if text is not None:
         where = f"--shard {text}"
@@ -346,11 +350,25 @@ def parse_shard(text: str | None, environ: dict | None = None) -> tuple[tuple[in
         where = "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT"
         if not env.get("SLURM_ARRAY_TASK_COUNT"):
             raise ValueError("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")
+        names = ("ID", "COUNT", "MIN", "STEP", "MAX")
+        values = {name: env.get(f"SLURM_ARRAY_TASK_{name}") for name in names}
         try:
-            k = str(int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN") or 0))
+            task, count = int(values["ID"]), int(values["COUNT"])
+            low = int(values["MIN"] or 0)
+            step = int(values["STEP"] or 1)
+            high = int(values["MAX"]) if values["MAX"] else low + (count - 1) * step
         except ValueError:
-            raise ValueError(f"SLURM_ARRAY_TASK_ID={env['SLURM_ARRAY_TASK_ID']!r} is not a number") from None
-        n = env["SLURM_ARRAY_TASK_COUNT"]
+            shown = ", ".join(f"SLURM_ARRAY_TASK_{n}={v!r}" for n, v in values.items() if v is not None)
+            raise ValueError(f"{shown}: not whole numbers") from None
+        if count == 1:
+            raise ValueError(f"a one-task Slurm array (task {task}, SLURM_ARRAY_TASK_COUNT=1) does not say how many "
+                             f"shards there are: to rerun one shard, give it as --shard K/N, which wins over the array "
+                             f"(with the README's grade.sh: sbatch --array={task} grade.sh --shard {task}/N)")
+        if step < 1 or high - low != (count - 1) * step or (task - low) % step or not low <= task <= high:
+            raise ValueError(f"the Slurm array (tasks {low}..{high} in steps of {step}, {count} of them) is not a "
+                             "range: a list such as --array=0,3,7 gives no shard number; use a range "
+                             "(--array=0-9, 1-10 or 0-18:2), or --shard K/N")
+        k, n = (task - low) // step, count
     elif env.get("JOB_COMPLETION_INDEX") not in (None, ""):
         where = "JOB_COMPLETION_INDEX/JOB_COMPLETIONS"
         if not env.get("JOB_COMPLETIONS"):
