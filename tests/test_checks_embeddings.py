@@ -259,10 +259,13 @@ def test_rope_in_llamas_rotate_half_layout_gets_the_pairing_hint():
         seq, d = x.shape[-2], x.shape[-1]
         if d % 2:
             raise ValueError("odd d_head")
-        inv = 1.0 / base ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-        freqs = torch.outer(torch.arange(seq, device=x.device, dtype=torch.float32), inv)
+        # angles in float64, as the exercise asks; only the pairing is LLaMA's
+        inv = 1.0 / base ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float64) / d)
+        freqs = torch.outer(torch.arange(seq, device=x.device, dtype=torch.float64), inv)
         emb = torch.cat((freqs, freqs), dim=-1)
-        return (x.float() * emb.cos() + rotate_half(x.float()) * emb.sin()).to(x.dtype)
+        work = torch.promote_types(x.dtype, torch.float32)
+        xw = x.to(work)
+        return (xw * emb.cos().to(work) + rotate_half(xw) * emb.sin().to(work)).to(x.dtype)
 
     message = check_function_message("apply_rope", apply_rope)
     assert "Hint: RoFormer pairs neighbouring dimensions (2i, 2i+1)" in message

@@ -111,13 +111,13 @@ def clip_grad_norm(grads, max_norm):
 
 
 WRONG = [
-    (cosine_similarity, "values near 1e100"),
+    (cosine_similarity, "float64"),  # its float32 rounding shows on any float64 case now
     (lookup_embed, "ids above 32,767"),
-    (one_hot_embed, "values near 1e100"),
+    (one_hot_embed, "float64"),  # float32 rounding shows on any float64 case now
     (sinusoidal_encoding, "another base (nothing kept from an earlier call)"),
     (merge_heads, "has dtype torch.float32"),
     (split_heads, "has dtype torch.float32"),
-    (gelu_exact, "values near 1e100"),
+    (gelu_exact, "float64"),
     (relu, "calls torch's `relu`"),
     (SwiGLU, "calls torch's `silu`"),
     (top_k_filter, "has dtype torch.float32"),
