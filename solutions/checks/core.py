@@ -347,11 +347,19 @@ def run(fn: Callable, cases: list[Case]) -> list[Outcome]:
     outcomes = []
     for case in cases:
         args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
+        versions = [_versions(a) for a in args]
         with _watching(case.forbid) as seen:
             outcome = _call(fn, case, args, kwargs)
             outcome.mutated = [
                 f"argument {i + 1}" for i, (a, b) in enumerate(zip(args, case.args)) if not _same(a, b)
             ] + [f"argument {k!r}" for k in kwargs if not _same(kwargs[k], case.kwargs[k])]
+            # changed in place and put back: the values are the same, but a graph that saved the
+            # tensor can no longer be differentiated (its version counter moved), and an error
+            # between the two would have left it changed
+            outcome.mutated += [
+                f"argument {i + 1}, changed and then put back" for i, (a, before) in enumerate(zip(args, versions))
+                if f"argument {i + 1}" not in outcome.mutated and _versions(a) != before
+            ]
             # returning a (mutable) argument itself, or a tensor of one inside the result (a list of
             # the input gradients): the caller's object and the result would be one
             outcome.mutated += [
@@ -363,6 +371,19 @@ def run(fn: Callable, cases: list[Case]) -> list[Outcome]:
         outcome.calls = list(seen)
         outcomes.append(outcome)
     return outcomes
+
+
+def _versions(value: Any) -> list[int]:
+    """The autograd version counters of the tensors in ``value`` (each in-place change adds 1)."""
+    if not _torch_imported():
+        return []
+    versions = []
+    for t in _tensors_in(value):
+        try:
+            versions.append(t._version)
+        except RuntimeError:  # an inference tensor keeps no version counter
+            versions.append(-1)
+    return versions
 
 
 def _returns_itself(value: Any, argument: Any) -> bool:
@@ -686,6 +707,9 @@ def _tensor_values_differ(
     index = tuple(wrong[0].tolist())
     share = 100.0 * len(wrong) / max(e.numel(), 1)
     got, want = a[index].item(), e[index].item()
+    if e.dtype == torch.bool:
+        return (f"{where} differs at index {list(index)}: {got} instead of {want} "
+                f"({share:.3g}% of the values are wrong).")
     digits = 6
     while digits < 17 and f"{got:.{digits}g}" == f"{want:.{digits}g}":
         digits += 2  # enough digits to show the difference (float64's last ones, say)
@@ -722,6 +746,20 @@ def _argument_names(spec: Spec) -> list[str]:
         return [p.name for p in inspect.signature(spec.reference).parameters.values()]
     except (TypeError, ValueError):
         return []
+
+
+def _argument_label(spec: Spec, label: str) -> str:
+    """"argument 3, ..." as the learner's signature names it: "`x` (argument 2), ...". A driver
+    that passes the answer fewer arguments than a case holds (a probe's kind and weights become
+    one module) says so with ``argument_offset``."""
+    match = re.match(r"argument (\d+)(.*)", label)
+    if match is None:
+        return label
+    number = int(match.group(1)) - getattr(spec.driver, "argument_offset", 0)
+    names = _argument_names(spec)
+    if 1 <= number <= len(names):
+        return f"`{names[number - 1]}`{match.group(2)}"
+    return f"argument {number}{match.group(2)}"
 
 
 def _gradient_name(spec: Spec, label: str) -> str:
@@ -910,8 +948,8 @@ def _first_problem(
             hint,
             None,
         )
-    returned = [m[: -len(RETURNED_ITSELF)] for m in got.mutated if m.endswith(RETURNED_ITSELF)]
-    changed = [m for m in got.mutated if not m.endswith(RETURNED_ITSELF)]
+    returned = [_argument_label(spec, m[: -len(RETURNED_ITSELF)]) for m in got.mutated if m.endswith(RETURNED_ITSELF)]
+    changed = [_argument_label(spec, m) for m in got.mutated if not m.endswith(RETURNED_ITSELF)]
     if changed and not spec.may_mutate:
         return (
             f"{spec.name} changed its input in place ({', '.join(changed)}){on}; work on a copy instead.",

@@ -215,6 +215,69 @@ def _cases_changed_positions(seed: int) -> list[Case]:
     cases.append(probe_case("next neighbour", {}, x, 4, label="some module, the last position"))
     cases.append(_faint_case(rng, g))
     cases.append(_one_feature_case(rng, g))
+    cases += _contract_cases(rng, g)
+    return cases
+
+
+def _contract_cases(rng: random.Random, g: torch.Generator) -> list[Case]:
+    """One case per sentence of the exercise's rules, each with a layer where breaking that
+    sentence changes the answer."""
+    cases = []
+
+    def sizes():
+        return rng.randint(2, 3), rng.randint(5, 7), rng.randint(4, 6)
+
+    batch, seq, d = sizes()
+    p = rng.randrange(0, seq - 1)
+    # rule 2, *add* 1.0: a ReLU layer with inputs in (-1, 0) there changes upwards only
+    x = torch.randn(batch, seq, d, generator=g)
+    x[:, p] = -torch.rand(batch, d, generator=g) * 0.9 - 0.05
+    cases.append(probe_case("relu", {}, x, p, label=f"a ReLU layer, inputs between -1 and 0 at position {p}"))
+    # rule 2, add (not set): the inputs there are already 1.0
+    x = torch.randn(batch, seq, d, generator=g)
+    x[:, p] = 1.0
+    cases.append(probe_case("squares", {}, x, p, label=f"x * x, with every input at position {p} equal to 1.0"))
+    # rule 2, negative positions: -1 is the last one (a slice p:p+1 is empty there)
+    cases.append(probe_case("running mean", {}, torch.randn(batch, seq, d, generator=g), -1,
+                            label="a running mean, position -1"))
+    # rule 3, two calls: a layer that looks across the batch
+    cases.append(probe_case("batch sum mix", {}, torch.randn(batch, seq, d, generator=g), p,
+                            label=f"a layer that sums the previous position over the batch, position {p}"))
+    # rule 3, under torch.no_grad(): a layer that mixes only while autograd records
+    cases.append(probe_case("mixes with grad on", {}, torch.randn(batch, seq, d, generator=g), p,
+                            label=f"a layer that mixes positions only while autograd records, position {p}"))
+    # rule 3, run the module on every call: the same x object with other values the second time
+    x = torch.randn(batch, seq, d, generator=g)
+    x[:, p] = -torch.rand(batch, d, generator=g) * 0.9 - 0.05
+    later = torch.randn(batch, seq, d, generator=g)  # other values everywhere,
+    later[:, p] = -3.0  # and at position p ones that +1 leaves below 0: nothing changes now
+    cases.append(probe_case("relu", {}, x, p, again=later,
+                            label=f"a ReLU layer probed twice at position {p}, x's values changed in between"))
+    # rule 4, any number: one feature up, another down by as much
+    cases.append(probe_case("balanced mix", {}, torch.randn(batch, seq, d, generator=g), p,
+                            label=f"a layer whose next position gains in one feature what it loses in another, position {p}"))
+    # rule 4, exactly: a move of one float32 spacing, 9.3e-10 (inputs in [2^-7, 2^-6))
+    x = (1 + torch.rand(batch, seq, d, generator=g)) / 128
+    x[:, p] = 0.1 * torch.rand(batch, d, generator=g) - 0.05
+    cases.append(probe_case("fainter mix", {}, x, p, label=f"a layer that moves the next position by about 1e-9, position {p}"))
+    # rule 4, exactly, in the module's own dtype: float64 moves that float32 cannot hold
+    x = 1 + torch.rand(batch, seq, d, generator=g, dtype=torch.float64)
+    cases.append(probe_case("fainter mix", {}, x, p, label=f"float64: a layer that moves the next position by 1e-9, position {p}"))
+    # rule 4, with !=: -0.0 != 0.0 is False (the bits differ, the numbers do not)
+    x = torch.randn(batch, seq, d, generator=g)
+    x[:, p, 0] = -0.5
+    cases.append(probe_case("signed zero", {}, x, p, label=f"a layer whose next position turns -0.0 into 0.0, position {p}"))
+    # rule 4, with !=: nan != nan is True (a nan output counts as changed), inf == inf
+    x = 0.5 + torch.rand(batch, seq, d, generator=g)
+    others = [q for q in range(seq) if q != p]
+    x[:, others[0], 0] = -1.0  # log: nan
+    x[:, others[-1], 1] = 0.0  # log: -inf
+    cases.append(probe_case("log", {}, x, p, label=f"log(x), with nan and -inf outputs at other positions, position {p}"))
+    # rule 4, on x's device: the meta device finds a result made without device=
+    meta = probe_case("running mean", {}, torch.randn(batch, seq, d, generator=g), p,
+                      label="the meta device (finds a result made without device=)")
+    meta.device = "meta"
+    cases.append(meta)
     return cases
 
 

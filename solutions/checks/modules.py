@@ -44,6 +44,7 @@ def module_case(
     again: Optional[tuple] = None,
     attributes: tuple[str, ...] = (),
     dtype: Optional[str] = None,
+    convert: Optional[str] = None,
 ) -> Case:
     """One module check: build with ``init``, load ``weights``, run ``forward(*inputs)``, backprop ``cotangent``.
 
@@ -55,7 +56,9 @@ def module_case(
     exercise): a missing one is named, and their values are part of the result. ``dtype``: the
     module is converted with ``module.to(torch.<dtype>)`` after it is built, as ``model.double()``
     or ``model.to(device)`` would (a tensor computed in ``__init__`` from a parameter, such as a
-    tied ``W_E.T``, stays behind and shows).
+    tied ``W_E.T``, stays behind and shows). ``convert``: the tensor inputs (and ``again``'s) are
+    converted with ``.to(torch.<convert>)`` where the module runs, for input dtypes that do not travel
+    to the grader as such (complex, uint16, uint32, uint64 ids).
     """
     case = Case((dict(init), dict(weights), tuple(inputs), cotangent), label=label)
     if watch:
@@ -66,6 +69,8 @@ def module_case(
         case.kwargs = {**case.kwargs, "attributes": tuple(attributes)}
     if dtype is not None:
         case.kwargs = {**case.kwargs, "dtype": str(dtype).replace("torch.", "")}
+    if convert is not None:
+        case.kwargs = {**case.kwargs, "convert": str(convert).replace("torch.", "")}
     return case
 
 
@@ -142,6 +147,26 @@ def _describe_built_case(name: str, case: Case, show: Callable[[Any], str]) -> s
 
 
 built_args_driver.describe = _describe_built_case
+
+
+def fresh_result_driver(answer: Any) -> Callable:
+    """A function of one case that calls ``answer`` twice with the same arguments and returns the
+    second result; in between, the first result is filled with NaN, as a caller that changes its
+    tensor in place (``pe += x``) would. An answer that hands one stored tensor to every caller (a
+    cache such as ``functools.lru_cache``, a view of a table kept between calls) then returns NaN."""
+
+    def drive(*args: Any, **kwargs: Any) -> Any:
+        first = answer(*args, **kwargs)
+        if isinstance(first, torch.Tensor) and (first.is_floating_point() or first.is_complex()) and first.device.type != "meta":
+            try:
+                with torch.no_grad():
+                    first.fill_(float("nan"))
+            except RuntimeError:  # a tensor that cannot be written (an expanded view): nobody can spoil it
+                pass
+        return answer(*args, **kwargs)
+
+    drive.__name__ = getattr(answer, "__name__", "answer")
+    return drive
 
 
 def init_case(init: dict, label: str = "the initial weights", seed: int = 0) -> Case:
@@ -261,9 +286,13 @@ def module_driver(cls: Any) -> Callable:
     name = getattr(cls, "__name__", type(cls).__name__)
 
     def drive(init: dict, weights: dict, inputs: tuple, cotangent: Optional[torch.Tensor], watch: tuple = (),
-              again: Optional[tuple] = None, attributes: tuple = (), dtype: Optional[str] = None) -> dict:
+              again: Optional[tuple] = None, attributes: tuple = (), dtype: Optional[str] = None,
+              convert: Optional[str] = None) -> dict:
         if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
             raise TypeError(f"{name} should be a class derived from torch.nn.Module")
+        if convert is not None:
+            inputs = _converted(inputs, convert)
+            again = _converted(again, convert) if again is not None else None
         if weights is None:  # an init_case
             return _initialisation(cls, init)
         module = cls(**build_init(init))
@@ -328,6 +357,15 @@ def module_driver(cls: Any) -> Callable:
     return drive
 
 
+def _converted(inputs: tuple, dtype: str) -> tuple:
+    """The tensors of ``inputs`` converted to ``torch.<dtype>`` (on the CPU, then moved back: a device
+    that lacks the conversion still gets the tensor), the rest as they are."""
+    target = getattr(torch, dtype, None)
+    if not isinstance(target, torch.dtype):
+        raise ValueError(f"module_case convert must be a dtype's name, not {dtype!r}")
+    return tuple(x.cpu().to(target).to(x.device) if isinstance(x, torch.Tensor) else x for x in inputs)
+
+
 def _plain(value: Any) -> Any:
     """An attribute's value as the check compares it: numbers, strings and flags as they are,
     anything else by its type's name."""
@@ -343,7 +381,9 @@ def _describe_module_case(name: str, case: Case, show: Callable[[Any], str]) -> 
         return f"{name}({config}), its parameters as initialised"
     if not weights:
         return f"{name}({config})"
-    return f"{name}({config}) with the check's weights, called on {', '.join(show(x) for x in inputs)}"
+    convert = case.kwargs.get("convert")
+    shown = ", ".join(show(x) for x in inputs) + (f" converted to {convert}" if convert else "")
+    return f"{name}({config}) with the check's weights, called on {shown}"
 
 
 def _init_text(value: Any) -> str:
@@ -356,9 +396,11 @@ def _init_text(value: Any) -> str:
 def _reproduce_module_case(name: str, number: int, case: Case) -> str:
     if not case.args[1]:
         return f"m = {name}(**check.inputs({name!r}, {number})[0])"
+    convert = case.kwargs.get("convert")
+    call = f"m(*(x.to(torch.{convert}) for x in inputs))" if convert else "m(*inputs)"
     return (
         f"init, weights, inputs, cotangent, *_ = check.inputs({name!r}, {number}); "
-        f"m = {name}(**init); m.load_state_dict(weights); m(*inputs)"
+        f"m = {name}(**init); m.load_state_dict(weights); {call}"
     )
 
 
@@ -415,29 +457,73 @@ class Probe(torch.nn.Module):
             mixed = x.clone()
             mixed[1:2] = x[1:2].cumsum(dim=-2)
             return mixed
+        previous = torch.cat([torch.zeros_like(x[..., :1, :]), x[..., :-1, :]], dim=-2)
+        if kind == "relu":  # position-wise and flat below 0: only a change upwards can show
+            return torch.clamp_min(x, 0.0)
+        if kind == "signed zero":  # one more feature, 0.0 * the previous position's feature 0:
+            # -0.0 or +0.0 by its sign, and -0.0 == 0.0 (a bit-pattern comparison sees a change)
+            return torch.cat([x, 0.0 * previous[..., :1]], dim=-1)
+        if kind == "balanced mix":  # the next position's feature 0 goes up as its feature 1 goes down
+            return torch.cat([x[..., :1] + previous[..., :1], x[..., 1:2] - previous[..., :1], x[..., 2:]], dim=-1)
+        if kind == "fainter mix":  # a change of 1 moves the next position by about 1e-9
+            return x + 1e-9 * previous
+        if kind == "log":  # position-wise; nan below 0 and -inf at 0, whatever the probe changes
+            return torch.log(x)
+        if kind == "batch sum mix":  # each position hears the previous one summed over the batch
+            return x + previous.sum(dim=0, keepdim=True)
+        if kind == "mixes with grad on":  # a running mean while autograd records, else itself
+            if torch.is_grad_enabled():
+                counts = torch.arange(1, x.shape[-2] + 1, device=x.device, dtype=x.dtype)[:, None]
+                return x.cumsum(dim=-2) / counts
+            return x * 1.0
         raise ValueError(f"unknown probe kind {kind!r}")
 
 
 _PROBE_KINDS = ("position-wise", "squares", "running mean", "next neighbour", "faint mix", "one feature mixes",
-                "mixes in sequence 1 only")
+                "mixes in sequence 1 only", "relu", "signed zero", "balanced mix", "fainter mix", "log",
+                "batch sum mix", "mixes with grad on")
 
 
-def probe_case(kind: str, weights: dict, *rest: Any, label: str = "") -> Case:
-    """A case whose first argument is the module ``kind`` built from ``weights`` (plain tensors)."""
+def probe_case(kind: str, weights: dict, *rest: Any, label: str = "", again: Optional[torch.Tensor] = None) -> Case:
+    """A case whose first argument is the module ``kind`` built from ``weights`` (plain tensors).
+
+    ``again``: the answer is called twice on the same module and the same tensor object, whose
+    values become ``again`` in between; the result is the pair of answers."""
     if kind not in _PROBE_KINDS:
         raise ValueError(f"unknown probe module {kind!r}")
-    return Case((kind, dict(weights), *rest), label=label or f"a {kind} module")
+    case = Case((kind, dict(weights), *rest), label=label or f"a {kind} module")
+    if again is not None:
+        case.kwargs = {"again": again}
+    return case
 
 
 def probe_driver(answer: Any) -> Callable:
     """A function of one probe case: builds the probe module, then calls ``answer(module, *rest)``."""
 
-    def drive(kind: str, weights: dict, *rest: Any) -> Any:
+    def drive(kind: str, weights: dict, *rest: Any, again: Optional[torch.Tensor] = None) -> Any:
         first = _first_tensor(rest)
         module = Probe(kind, **weights)
         if first is not None:
             module.to(first.device)
-        return answer(module, *rest)
+        mode = module.training
+        if again is None:
+            result = answer(module, *rest)
+        else:
+            # the same module and the same tensor object, whose values change between two calls:
+            # an answer that remembers the first call (by id, say) repeats its first answer
+            x = rest[0].clone()
+            first_answer = answer(module, x, *rest[1:])
+            with torch.no_grad():
+                x.copy_(again)
+            result = (first_answer, answer(module, x, *rest[1:]))
+        if module.training != mode:
+            raise RuntimeError(
+                f"{getattr(answer, '__name__', 'the answer')} left the module in "
+                f"{'training' if module.training else 'eval'} mode (it was in "
+                f"{'training' if mode else 'eval'} mode): a probe must leave the module as it found it "
+                f"(a training run that probes its model would lose its dropout); do not call .eval() or .train()."
+            )
+        return result
 
     drive.__name__ = getattr(answer, "__name__", "answer")
     return drive
@@ -453,6 +539,7 @@ def _reproduce_probe_case(name: str, number: int, case: Case) -> str:
 
 
 probe_driver.describe = _describe_probe_case
+probe_driver.argument_offset = 1  # a case's (kind, weights) are the answer's one module argument
 probe_driver.reproduce = _reproduce_probe_case
 
 
