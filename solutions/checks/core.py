@@ -467,11 +467,13 @@ def forbidden_name(called: str, names: tuple[str, ...]) -> Optional[str]:
     kernel behind it ("_log_softmax", "_scaled_dot_product_attention_math"), the in-place form
     ("relu_", "gelu_") and the variants ("cross_entropy_loss", "nll_loss_nd", "nll_loss2d"). So
     leading underscores and the overload are dropped, and a name counts when it is a forbidden
-    one or begins with it followed by "_" or a digit ("relu6" is a form of relu as well).
+    one, begins with it followed by "_" or a digit ("relu6" is a form of relu as well), or holds
+    it as a whole part after a prefix ("_fused_rms_norm", "native_layer_norm").
     """
     base = called.split(".", 1)[0].lstrip("_")
+    parts = f"_{base}_"
     for name in names:
-        if base == name or (base.startswith(name) and base[len(name)] in "_0123456789"):
+        if base == name or (base.startswith(name) and base[len(name)] in "_0123456789") or f"_{name}_" in parts:
             return name
     return None
 
