@@ -55,20 +55,22 @@ from solutions.tokenization import CharTokenizer, load_tiny_shakespeare
 def get_batch(data: torch.Tensor, starts: torch.Tensor, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Windows of a token stream and their next tokens: (input, target) pairs shifted by one.
 
-    data: integer (n,), the token stream; starts: integer (batch,), where each window begins;
-    seq: the window length. Returns x and y, both int64 (batch, seq), on data's device:
+    data: integer (n,), the token stream; starts: integer (batch,), where each window begins (any
+    integer dtype: uint8, int16, ..., int64); seq: the window length. Returns x, y int64 (batch,
+    seq), on data's device:
 
         x[b, t] = data[starts[b] + t]          y[b, t] = data[starts[b] + t + 1]
 
     so y[b, t] is the token that follows x[b, :t+1]: one window of seq + 1 tokens gives seq
     training examples at once. A start must leave room for the target of the last position:
-    0 <= start <= n - seq - 1, otherwise ValueError (naming the largest allowed start).
+    0 <= start <= n - seq - 1, otherwise ValueError (naming the largest allowed start). Also
+    ValueError: data or starts not 1-D or not of an integer dtype (bool is not one), seq < 1.
     """
     if data.ndim != 1 or starts.ndim != 1:
         raise ValueError(f"data must be 1-D (n,) and starts 1-D (batch,), got shapes "
                          f"{tuple(data.shape)} and {tuple(starts.shape)}")
-    if data.is_floating_point() or starts.is_floating_point():
-        raise ValueError("data and starts must be integer tensors (token ids and offsets)")
+    if any(t.is_floating_point() or t.is_complex() or t.dtype == torch.bool for t in (data, starts)):  # not integers
+        raise ValueError(f"data and starts must be integer tensors (token ids and offsets), got {data.dtype} and {starts.dtype}")
     if seq < 1:
         raise ValueError(f"seq must be at least 1, got {seq}")
     largest = data.shape[0] - seq - 1
@@ -131,7 +133,8 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     computed with ``log_softmax`` (log-sum-exp), never as log(softmax(z)), which is -inf or nan
     once a probability underflows. An untrained model predicts nearly uniformly, so its loss is
     close to ln(d_vocab) (4.17 for 65 characters). Wrong shapes or an id outside the
-    vocabulary: ValueError. Equals ``F.cross_entropy(logits.flatten(0, 1), targets.flatten())``.
+    vocabulary (the message names d_vocab and its value) or float targets: ValueError. Equals
+    ``F.cross_entropy(logits.flatten(0, 1), targets.flatten())``.
     """
     if logits.ndim != 3 or targets.shape != logits.shape[:2]:
         raise ValueError(f"logits must be (batch, seq, d_vocab) and targets (batch, seq); got "
@@ -154,8 +157,9 @@ def adamw_update(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
                  weight_decay: float = 0.01) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One AdamW step for one tensor; returns (new_param, new_exp_avg, new_exp_avg_sq).
 
-    Pure: the inputs are not changed. All tensors have param's shape; ``step`` counts updates
-    from 1 (the first call has step = 1). The update, as ``torch.optim.AdamW`` computes it:
+    Pure: the inputs are not changed. All tensors have param's shape, and the results param's
+    dtype (a float16 parameter and its moments stay float16, as in torch.optim.AdamW); ``step``
+    counts updates from 1 (the first call has step = 1). The update, as ``torch.optim.AdamW`` computes it:
 
         param    <- param * (1 - lr * weight_decay)          decoupled weight decay
         m        <- beta1 * m + (1 - beta1) * grad             first moment (Kingma & Ba 2015)
@@ -235,8 +239,10 @@ def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> tuple[list[tor
     overflow above 256, so half-precision gradients are measured in float32), like
     ``torch.nn.utils.clip_grad_norm_`` (which does it in place; here the inputs are left
     unchanged). One scale for all tensors keeps the direction of the whole update and only
-    shortens it; clipping each tensor on its own would change the direction. Gradients below the
-    limit are left as they are (scale 1), never scaled up. max_norm <= 0: ValueError.
+    shortens it; clipping each tensor on its own would change the direction. The scale is never
+    above 1 (gradients well under the limit keep their values, never scaled up), and it is the
+    formula whatever the norm: near tiny norms the + 1e-6 decides (a norm of 1e-6 under max_norm
+    1.5e-6 is scaled by 0.75, as torch does). max_norm <= 0: ValueError.
     """
     if max_norm <= 0:
         raise ValueError(f"max_norm must be positive, got {max_norm}")

@@ -113,26 +113,28 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("GPT", "line 42: swap `x = self.ln_final(x)` with the next statement"):
         "the next statement only picks W_U; ln_final still runs before the unembedding",
     # chapter 6: two input checks in the other order differ only for inputs wrong in both ways
-    ("get_batch", "line 13: swap `if data.ndim != 1 or starts.ndim != 1:` with the next statement"):
+    ("get_batch", "line 15: swap `if data.ndim != 1 or starts.ndim != 1:` with the next statement"):
         "both checks raise ValueError; swapped, they differ only for inputs wrong in both ways",
-    ("get_batch", "line 16: swap `if data.is_floating_point() or starts.is_floati...` with the next statement"):
+    ("get_batch", "line 18: swap `if any((t.is_floating_point() or t.is_complex()...` with the next statement"):
         "both checks raise ValueError; swapped, they differ only for inputs wrong in both ways",
-    ("get_batch", "line 21: swap `if starts.numel() and (starts.min() < 0 or star...` with the next statement"):
+    ("get_batch", "line 23: swap `if starts.numel() and (starts.min() < 0 or star...` with the next statement"):
         "the next statement only computes offsets; the check still runs before any indexing",
-    ("get_batch", "line 20: constant 0 -> -1"):
+    ("get_batch", "line 22: constant 0 -> -1"):
         "data has one axis (checked above): shape[-1] is shape[0]",
-    ("cross_entropy", "line 14: swap `if logits.ndim != 3 or targets.shape != logits....` with the next statement"):
+    ("cross_entropy", "line 15: swap `if logits.ndim != 3 or targets.shape != logits....` with the next statement"):
         "both checks raise ValueError; swapped, they differ only for targets wrong in both ways",
-    ("cross_entropy", "line 23: drop the unary USub"):
+    ("cross_entropy", "line 24: drop the unary USub"):
         "squeeze of an axis that is not of size 1 does nothing, and the mean is over every number anyway",
-    ("cross_entropy", "line 23: constant 1 -> 0"):
+    ("cross_entropy", "line 24: constant 1 -> 0"):
         "squeeze of an axis that is not of size 1 does nothing, and the mean is over every number anyway",
-    ("cross_entropy", "line 23: constant 1 -> 2"):
+    ("cross_entropy", "line 24: constant 1 -> 2"):
         "squeeze of an axis that is not of size 1 does nothing, and the mean is over every number anyway",
-    ("adamw_update", "line 22: swap `if step < 1:` with the next statement"):
+    ("adamw_update", "line 23: swap `if step < 1:` with the next statement"):
         "both checks raise ValueError; swapped, they differ only for inputs wrong in both ways",
-    ("adamw_update", "line 24: swap `if not param.shape == grad.shape == exp_avg.sha...` with the next statement"):
+    ("adamw_update", "line 25: swap `if not param.shape == grad.shape == exp_avg.sha...` with the next statement"):
         "the next statement only scales param; the check still raises before anything is returned",
+    ("clip_grad_norm", "line 19: swap `if not grads:` with the next statement"):
+        "the next statement only picks the norm's dtype (float32 for no gradients); an empty list still returns first",
     ("lr_at", "line 19: swap `if step < warmup_steps:` with the next statement"):
         "step < warmup_steps and step >= max_steps cannot both hold, as warmup_steps <= max_steps (checked above)",
     ("sample_from_probs", "line 21: swap the first two arguments of minimum()"):

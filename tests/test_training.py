@@ -80,6 +80,29 @@ def test_get_batch_refuses_windows_past_the_end_and_bad_shapes():
         get_batch(data, torch.tensor([0]), seq=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]
+                         + ([torch.uint16] if hasattr(torch, "uint16") else []))
+def test_get_batch_takes_ids_and_starts_of_every_integer_dtype(dtype):
+    data = torch.arange(100, 127).to(dtype)
+    # uint16 token files are nanoGPT's; torch has no min() of uint16, so its starts stay int64 here
+    starts = torch.tensor([0, 20]).to(torch.int64 if dtype == getattr(torch, "uint16", None) else dtype)
+    x, y = get_batch(data, starts, seq=6)
+    assert x.dtype == y.dtype == torch.int64
+    assert x[1].tolist() == list(range(120, 126)) and y[1].tolist() == list(range(121, 127))
+
+
+def test_get_batch_refuses_what_is_not_an_integer_and_any_seq_below_1():
+    data = torch.arange(30)
+    for bad in (data % 2 == 0, data.to(torch.complex64)):
+        with pytest.raises(ValueError, match="integer"):
+            get_batch(bad, torch.tensor([0]), seq=6)
+    with pytest.raises(ValueError, match="integer"):
+        get_batch(data, torch.tensor([True]), seq=6)
+    for seq in (0, -2):
+        with pytest.raises(ValueError, match="seq"):
+            get_batch(data, torch.tensor([0]), seq=seq)
+
+
 def test_random_starts_cover_every_valid_start_and_repeat_with_a_seed():
     starts = random_starts(20, 5000, 6, generator(0))
     assert starts.dtype == torch.int64 and set(starts.tolist()) == set(range(14))  # 0..n-seq-1
@@ -154,6 +177,31 @@ def test_adamw_update_is_pure_and_its_first_step_has_size_lr():
         adamw_update(p, grad, m, v, step=0, lr=0.1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_adamw_update_keeps_a_half_precision_parameter_in_its_dtype_as_torch_does(dtype):
+    g = generator(5)
+    param, grad = torch.randn(3, 4, generator=g).to(dtype), torch.randn(3, 4, generator=g).to(dtype)
+    p = torch.nn.Parameter(param.clone())
+    optimizer = torch.optim.AdamW([p], lr=1e-2, weight_decay=0.1, foreach=False)
+    p.grad = grad.clone()
+    optimizer.step()
+    state = optimizer.state[p]
+    new = adamw_update(param, grad, torch.zeros_like(param), torch.zeros_like(param), 1, 1e-2, weight_decay=0.1)
+    assert [t.dtype for t in new] == [dtype] * 3 == [p.dtype, state["exp_avg"].dtype, state["exp_avg_sq"].dtype]
+    for ours, theirs in zip(new, (p.detach(), state["exp_avg"], state["exp_avg_sq"])):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_adamw_update_refuses_shapes_that_would_broadcast_and_any_step_below_1():
+    full, row = torch.ones(2, 3), torch.ones(3)
+    for tensors in ((full, full, row, row), (row, row, full, full), (row, full, full, full)):
+        with pytest.raises(ValueError, match="shape"):
+            adamw_update(*tensors, 1, 1e-3)
+    for step in (0, -1):
+        with pytest.raises(ValueError, match="step"):
+            adamw_update(full, full, full, full, step, 1e-3)
+
+
 def test_adamw_weight_decay_is_decoupled_not_l2():
     # with a zero gradient, AdamW still shrinks the weights by lr * wd; Adam + L2 would put the
     # decay into the gradient and move every weight by about lr (the sign of the weight)
@@ -214,6 +262,27 @@ def test_clip_grad_norm_matches_torch(max_norm):
         assert torch.equal(t, b)  # inputs unchanged
     norm_after = torch.stack([c.norm() for c in clipped]).norm()
     assert norm_after <= max_norm * (1 + 1e-5) and (total <= max_norm) == torch.allclose(norm_after, total)
+
+
+def test_clip_grad_norm_near_tiny_norms_is_the_formula_as_in_torch():
+    # a norm of 1e-6 under max_norm = 1.5e-6: the + 1e-6 makes the scale 0.75, in torch too
+    grads = [torch.tensor([6e-7, 8e-7])]
+    clipped, total = clip_grad_norm(grads, 1.5e-6)
+    param = torch.zeros(2, requires_grad=True)
+    param.grad = grads[0].clone()
+    torch.nn.utils.clip_grad_norm_([param], 1.5e-6)
+    torch.testing.assert_close(clipped[0], param.grad, rtol=1e-6, atol=0)
+    torch.testing.assert_close(clipped[0], 0.75 * grads[0], rtol=1e-5, atol=0)
+    for max_norm in (0.0, -1.0):
+        with pytest.raises(ValueError):
+            clip_grad_norm(grads, max_norm)
+
+
+def test_clip_grad_norm_is_float64_when_any_gradient_is():
+    grads = [torch.tensor([1.0]), torch.tensor([1.0 + 1e-12], dtype=torch.float64), torch.tensor([0.5]).half()]
+    clipped, total = clip_grad_norm(grads, 10.0)
+    assert total.dtype == torch.float64 and [c.dtype for c in clipped] == [g.dtype for g in grads]
+    assert total.item() == math.sqrt(1.0 + (1.0 + 1e-12) ** 2 + 0.25)
 
 
 def test_clip_grad_norm_keeps_the_direction_of_the_whole_update():

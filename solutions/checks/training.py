@@ -6,6 +6,9 @@ device. Inputs come from a ``torch.Generator`` seeded by the check's seed, on th
 the notebook states has a targeted case (the shift by one, logits of +-1000, bias correction at
 step 1, eps where the gradient is tiny, the end of the warm-up, ties at the k-th logit, the token
 that crosses p, a uniform number exactly on a boundary); random cases of several sizes follow.
+Every ValueError range a statement gives is tried at its boundary and beyond it (``_outside``: a
+guard written for the boundary alone, ``if step == 0``, fails the second); the exercises whose
+result keeps its input's dtype are tried in float16 and bfloat16 too (``families``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,20 @@ def _validated(reference, wrong):
     return variant
 
 
+def _outside(case_for, first, further, mentions=()):
+    """The cases of one stated ValueError range: its first value outside (the boundary: seq = 0,
+    step = 0, k = 0, p = 0) and one further out (seq = -2, step = -1, k = -1, p = -0.5). A guard
+    written for the boundary alone (``if seq == 0``) refuses the first and lets the second
+    through, to a RuntimeError or a silently wrong result; every range an exercise states gets
+    both. ``case_for(value)`` makes the case; ``mentions``: what the message must name."""
+    cases = []
+    for value in (first, further):
+        case = case_for(value)
+        case.mentions = tuple(mentions)
+        cases.append(case)
+    return cases
+
+
 # --- get_batch ----------------------------------------------------------------------------------
 
 
@@ -53,15 +70,24 @@ def _cases_get_batch(seed: int) -> list[Case]:
     cases.append(Case((data, torch.tensor([0, 7, 33], dtype=torch.int32), 6),
                       label="int32 ids 100, 101, ... and int32 starts; x and y are int64"))
     cases.append(Case((torch.randint(0, 65, (20,), generator=g), torch.tensor([3]), 1), label="seq = 1"))
-    for starts, what in ((torch.tensor([2, 16]), "one start too far"), (torch.tensor([-1, 2]), "a negative start")):
-        case = Case((torch.arange(20), starts, 4), label=f"{what} (n = 20, seq = 4)")
-        case.mentions = ("15",)  # the exercise: the message names the largest allowed start, n - seq - 1
-        cases.append(case)
+    # token ids of every integer dtype (a byte-level stream is uint8; nanoGPT keeps its tokens in 16
+    # bits), starts too; the wire to the grader carries no uint16, so int16 stands for 16 bits
+    cases.append(Case((torch.arange(200, 240).to(torch.uint8), torch.tensor([0, 30], dtype=torch.uint8), 5),
+                      label="uint8 ids 200, 201, ... and uint8 starts"))
+    cases.append(Case((torch.arange(1000, 1040).to(torch.int16), torch.tensor([9, 2], dtype=torch.int16), 7),
+                      label="int16 ids 1000, 1001, ... and int16 starts"))
+    cases.append(Case((torch.arange(40).to(torch.int8), torch.tensor([4, 1]), 3), label="int8 ids"))
+    # the largest allowed start is 15 (n = 20, seq = 4): the message names it
+    cases += _outside(lambda s: Case((torch.arange(20), torch.tensor([2, s]), 4), label=f"a start of {s} (n = 20, seq = 4)"),
+                      16, 30, mentions=("15",))
+    cases += _outside(lambda s: Case((torch.arange(20), torch.tensor([s, 2]), 4), label=f"a start of {s} (n = 20, seq = 4)"),
+                      -1, -6, mentions=("15",))
     cases.append(Case((torch.arange(40).reshape(2, 20), torch.tensor([1, 2]), 4), label="data of two axes"))
     cases.append(Case((torch.arange(20), torch.tensor([[1, 2]]), 4), label="starts of two axes"))
     cases.append(Case((torch.rand(20, generator=g), torch.tensor([1, 2]), 4), label="float data"))
     cases.append(Case((torch.arange(20), torch.tensor([1.0, 2.0]), 4), label="float starts"))
-    cases.append(Case((torch.arange(20), torch.tensor([1, 2]), 0), label="seq = 0"))
+    cases.append(Case((torch.arange(20) % 2 == 0, torch.tensor([1, 2]), 4), label="bool data (not an integer dtype)"))
+    cases += _outside(lambda s: Case((torch.arange(20), torch.tensor([1, 2]), s), label=f"seq = {s}"), 0, -2)
     return cases
 
 
@@ -133,12 +159,11 @@ def _cases_cross_entropy(seed: int) -> list[Case]:
         cases.append(Case((logits, targets), label=label))
     uniform = torch.zeros(2, 3, 65)
     cases.append(Case((uniform, torch.randint(0, 65, (2, 3), generator=g)), label="equal logits: the loss is ln(65)"))
-    case = Case((torch.randn(2, 3, 7, generator=g), torch.tensor([[0, 1, 7], [2, 3, 4]])), label="a target id of d_vocab")
-    case.mentions = ("7",)
-    cases.append(case)
-    case = Case((torch.randn(2, 3, 7, generator=g), torch.tensor([[0, 1, 2], [-1, 3, 4]])), label="a target id of -1")
-    case.mentions = ("7",)
-    cases.append(case)
+    # the message names d_vocab's value, 7
+    cases += _outside(lambda i: Case((torch.randn(2, 3, 7, generator=g), torch.tensor([[0, 1, i], [2, 3, 4]])),
+                                     label=f"a target id of {i} (d_vocab = 7)"), 7, 12, mentions=("7",))
+    cases += _outside(lambda i: Case((torch.randn(2, 3, 7, generator=g), torch.tensor([[0, 1, 2], [i, 3, 4]])),
+                                     label=f"a target id of {i} (d_vocab = 7)"), -1, -5, mentions=("7",))
     cases.append(Case((torch.randn(2, 3, 7, generator=g), torch.zeros(3, 2, dtype=torch.long)), label="targets (seq, batch)"))
     cases.append(Case((torch.randn(2, 3, 7, generator=g), torch.zeros(2, 3)), label="float targets"))
     cases.append(Case((torch.randn(6, 7, generator=g), torch.zeros(6, dtype=torch.long)), label="logits of two axes"))
@@ -205,15 +230,18 @@ def _cases_adamw_update(seed: int) -> list[Case]:
     param, grad = torch.randn(shape, generator=g), 1e-8 * torch.randn(shape, generator=g)
     cases.append(Case((param, grad, torch.zeros(shape), torch.zeros(shape), 1, 0.1),
                       label="the first step with gradients near 1e-8 and the default eps"))
-    bad = Case((torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2), 0, 1e-3, 0.9, 0.999, 1e-8, 0.0),
-               label="step 0 (steps count from 1)")
-    cases.append(bad)
-    cases.append(Case((torch.zeros(2, 3), torch.zeros(3), torch.zeros(2, 3), torch.zeros(2, 3), 1, 1e-3),
-                      label="a gradient of another shape"))
-    cases.append(Case((torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3), torch.zeros(2, 3), 1, 1e-3),
-                      label="exp_avg of another shape"))
+    cases += _outside(lambda step: Case((torch.zeros(2), torch.ones(2), torch.zeros(2), torch.zeros(2), step, 1e-3, 0.9,
+                                         0.999, 1e-8, 0.0), label=f"step {step} (steps count from 1)"), 0, -1)
+    # one shape for all four: every way of splitting them into two groups, the second group of a
+    # shape that broadcasts to the first's ((3,) against (2, 3)), so that no comparison of pairs
+    # (param with grad, exp_avg with exp_avg_sq) and no broadcasting lets a wrong shape through
+    names = ("param", "grad", "exp_avg", "exp_avg_sq")
+    for odd in ((0,), (1,), (2,), (3,), (0, 1), (0, 2), (0, 3)):
+        tensors = tuple(torch.ones(3) if i in odd else torch.ones(2, 3) for i in range(4))
+        cases.append(Case((*tensors, 1, 1e-3), label=f"{' and '.join(names[i] for i in odd)} of shape (3,), "
+                                                      f"the others (2, 3)"))
     cases.append(Case((torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(1, 3), 1, 1e-3),
-                      label="exp_avg_sq of another shape"))
+                      label="exp_avg_sq (1, 3), the others (2, 3)"))
     return cases
 
 
@@ -255,8 +283,13 @@ def _cases_clip_grad_norm(seed: int) -> list[Case]:
     cases.append(Case(([], 1.0), label="no gradients"))
     # a global norm near 1e-6 and a smaller max_norm: the 1e-6 in the scale shows
     cases.append(Case(([1e-6 * torch.tensor([0.6, 0.8]), torch.zeros(2)], 1e-7), label="tiny gradients, max_norm 1e-7"))
-    cases.append(Case(([torch.randn(3, generator=g)], 0.0), label="max_norm = 0"))
-    cases.append(Case(([], 0.0), label="no gradients and max_norm = 0"))
+    # the formula, not "clip only when over the limit": a norm of 1e-6 *under* max_norm = 1.5e-6 is
+    # still scaled, by 1.5e-6 / (1e-6 + 1e-6) = 0.75, as torch.nn.utils.clip_grad_norm_ does
+    cases.append(Case(([torch.tensor([6e-7, 8e-7]), torch.zeros(3)], 1.5e-6),
+                      label="a global norm of 1e-6 under max_norm = 1.5e-6: the + 1e-6 makes the scale 0.75"))
+    cases += _outside(lambda limit: Case(([torch.tensor([3.0]), torch.tensor([0.0, 4.0])], limit),
+                                         label=f"max_norm = {limit}"), 0.0, -1.0)
+    cases += _outside(lambda limit: Case(([], limit), label=f"no gradients and max_norm = {limit}"), 0.0, -1.0)
     # float16 gradients whose squares add up past 65504, float16's largest number: summed in
     # float16 the norm is inf and every gradient becomes 0; measured in float32 it is about 450
     half = [(150 * torch.randn(6, generator=g)).half(), (150 * torch.randn(3, 3, generator=g)).half()]
@@ -266,6 +299,11 @@ def _cases_clip_grad_norm(seed: int) -> list[Case]:
     cases.append(Case((huge, 1.0), label="float64 gradients of about 1e25 (their squares overflow float32)"))
     cases.append(Case(([torch.randn(3, generator=g, dtype=torch.float64), torch.randn(2, generator=g, dtype=torch.float64)], 0.5),
                       label="float64 gradients: a float64 norm"))
+    # float64 in the middle of float32 and float16 ones: the norm is float64 when *any* gradient is
+    # (not only the first or the last); 1 + 1e-12 shows whether it was measured in float64
+    mixed = [torch.randn(4, generator=g), torch.tensor([1.0 + 1e-12, 2.0], dtype=torch.float64),
+             torch.randn(3, generator=g).half(), torch.randn(2, 2, generator=g)]
+    cases.append(Case((mixed, 0.5), label="float32, float64, float16 and float32 gradients: a float64 norm"))
     return cases
 
 
@@ -278,6 +316,22 @@ def _clip(grads, max_norm, *, per_tensor=False, scale_up=False, sum_of_norms=Fal
         return [g * torch.clamp(max_norm / (g.norm() + 1e-6), max=1.0) for g in grads], total
     scale = max_norm / (total + 1e-6)
     return [g * (scale if scale_up else torch.clamp(scale, max=1.0)) for g in grads], total
+
+
+def _clip_over_limit_only(grads, max_norm):
+    clipped, total = ref.clip_grad_norm(grads, max_norm)
+    if total <= max_norm:  # "under the limit: unchanged", which the formula is not near tiny norms
+        return [g.clone() for g in grads], total
+    return clipped, total
+
+
+def _clip_first_dtype(grads, max_norm):
+    if not grads:
+        return [], torch.tensor(0.0)
+    precise = torch.float64 if grads[0].dtype == torch.float64 else torch.float32
+    total = torch.stack([g.to(precise).norm() for g in grads]).norm()
+    scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    return [g * scale.to(g.dtype) for g in grads], total
 
 
 def _clip_norm_after(grads, max_norm):
@@ -302,9 +356,10 @@ def _cases_lr_at(seed: int) -> list[Case]:
         for step in steps:
             cases.append(Case((step, max_lr, min_lr, warmup, max_steps),
                               label=f"step {step} of warm-up {warmup}, max_steps {max_steps}"))
-    cases.append(Case((-1, 1e-3, 0.0, 5, 20), label="a negative step"))
-    cases.append(Case((3, 1e-3, 0.0, -1, 20), label="a negative warmup_steps"))
-    cases.append(Case((3, 1e-3, 0.0, 10, 5), label="max_steps before the end of the warm-up"))
+    cases += _outside(lambda step: Case((step, 1e-3, 0.0, 5, 20), label=f"step {step}"), -1, -4)
+    cases += _outside(lambda warmup: Case((3, 1e-3, 0.0, warmup, 20), label=f"warmup_steps = {warmup}"), -1, -3)
+    cases += _outside(lambda last: Case((3, 1e-3, 0.0, 10, last), label=f"max_steps = {last} before the end of the "
+                                        f"warm-up (10)"), 9, 2)
     return cases
 
 
@@ -349,7 +404,12 @@ def _cases_weight_decay_groups(seed: int) -> list[Case]:
         Case((["attn.Wqkv", "mlp.W_in", "head.Weight", "W", "ln.w", "blocks.1.WE", "W_out"],),
              label="last parts that start with W but not W_"),
         Case(([],), label="no parameters"),
-        Case((["a.W_Q", "a.W_Q"],), label="a name twice"),
+        Case((["ln_final.w", "ln_final.b"],), label="nothing decays"),
+        # a duplicate is an error wherever it is: among the names that decay, those that do not,
+        # next to each other or apart
+        Case((["a.W_Q", "a.W_Q"],), label="a name that decays, twice"),
+        Case((["blocks.0.ln1.w", "blocks.0.attn.W_Q", "blocks.0.ln1.w"],), label="a name that does not decay, twice"),
+        Case((["W_E", "blocks.0.mlp.W_in", "W_pos", "W_E"],), label="an embedding twice"),
     ]
 
 
@@ -365,6 +425,19 @@ def _groups_all_but_biases(names):
         raise ValueError("unique")
     no = [n for n in names if n.split(".")[-1].startswith("b")]
     return [n for n in names if n not in no], no
+
+
+def _groups_dup_decay_only(names):
+    decay, no_decay = [], []
+    for name in names:
+        last = name.split(".")[-1]
+        if last.startswith("W_") and last not in ("W_E", "W_pos"):
+            if name in decay:
+                raise ValueError("duplicate")
+            decay.append(name)
+        else:
+            no_decay.append(name)
+    return decay, no_decay
 
 
 def _groups_swapped(names):
@@ -383,11 +456,20 @@ def _cases_apply_temperature(seed: int) -> list[Case]:
     # a temperature far below 1 is still a division: close logits keep a real choice between them
     close = torch.tensor([[1.0, 1.0001, 0.9999, -2.0], [0.5, 0.5, 0.5002, 0.4]])
     cases.append(Case((close, 1e-4), label="temperature 1e-4, logits 1e-4 apart"))
-    for t in (0.0, -1.0):
-        case = Case((torch.randn(2, 5, generator=g), t), label=f"temperature {t}")
-        case.mentions = ("greedy",)  # the exercise: the message mentions greedy decoding
-        cases.append(case)
+    # every positive T, however small: no floor (max(T, 1e-5)) and no greedy shortcut below one
+    tiny = torch.tensor([[0.0, 1e-8, -2e-8, 3e-8], [-1e-8, 0.0, 0.0, 1e-8]])
+    cases.append(Case((tiny, 1e-8), label="temperature 1e-8, logits 1e-8 apart"))
+    cases.append(Case((tiny.double() * 1e-4, 1e-12), label="float64, temperature 1e-12, logits 1e-12 apart"))
+    # the exercise: the message mentions greedy decoding
+    cases += _outside(lambda t: Case((torch.randn(2, 5, generator=g), t), label=f"temperature {t}"), 0.0, -1.0,
+                      mentions=("greedy",))
     return cases
+
+
+def _temperature_floor(logits, temperature):
+    if temperature <= 0:
+        raise ValueError("temperature")
+    return logits / max(temperature, 1e-5)
 
 
 def _temperature_times(logits, temperature):
@@ -414,10 +496,13 @@ def _cases_top_k_filter(seed: int) -> list[Case]:
     cases.append(Case((logits, 1), label="k = 1: only the largest"))
     cases.append(Case((logits, 7), label="k = d_vocab: nothing is removed"))
     cases.append(Case((torch.randn(2, 3, 8, generator=g), 4), label="three axes (batch, seq, d_vocab)"))
-    for k in (0, 8):
-        case = Case((torch.randn(2, 7, generator=g), k), label=f"k = {k} with d_vocab = 7")
-        case.mentions = ("7",)
-        cases.append(case)
+    # float64 logits 1e-12 apart around the k-th largest: float32 would make them one value
+    near = torch.tensor([[1.0, 1.0 + 1e-12, 0.5, 1.0 - 1e-12, 2.0], [0.3, 0.3 - 1e-12, 0.3 + 2e-12, -1.0, 0.3]],
+                        dtype=torch.float64)
+    cases.append(Case((near, 2), label="float64 logits 1e-12 apart around the k-th largest"))
+    for first, further in ((0, -1), (8, 15)):
+        cases += _outside(lambda k: Case((torch.randn(2, 7, generator=g), k), label=f"k = {k} with d_vocab = 7"),
+                          first, further, mentions=("7",))
     # three axes: d_vocab is the last one (9), not shape[1] (3)
     case = Case((torch.randn(2, 3, 9, generator=g), 10), label="k = 10 with logits (batch 2, seq 3, d_vocab 9)")
     case.mentions = ("9",)
@@ -429,6 +514,11 @@ def _topk_by_index(logits, k):
     index = torch.topk(logits, k, dim=-1).indices
     out = torch.full_like(logits, float("-inf"))
     return out.scatter(-1, index, logits.gather(-1, index))
+
+
+def _topk_float32(logits, k):
+    kth = torch.topk(logits.float(), k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits.float() < kth, float("-inf"))
 
 
 def _topk_zero(logits, k):
@@ -468,8 +558,8 @@ def _cases_top_p_filter(seed: int) -> list[Case]:
     masked = torch.randn(2, 8, generator=g)
     masked[:, :3] = float("-inf")
     cases.append(Case((masked, 0.9), label="after top-k: some logits already -inf"))
-    cases.append(Case((torch.randn(2, 5, generator=g), 0.0), label="p = 0"))
-    cases.append(Case((torch.randn(2, 5, generator=g), 1.5), label="p = 1.5"))
+    cases += _outside(lambda p: Case((torch.randn(2, 5, generator=g), p), label=f"p = {p}"), 0.0, -0.5)
+    cases += _outside(lambda p: Case((torch.randn(2, 5, generator=g), p), label=f"p = {p}"), math.nextafter(1.0, 2.0), 1.5)
     return cases
 
 
@@ -516,6 +606,11 @@ def _cases_sample_from_probs(seed: int) -> list[Case]:
     cases.append(Case((p, torch.tensor([0.9999999, 0.99999994, 0.7])),
                       label="zeros before and between the tokens, the cdf ending below u"))
     cases.append(Case((p, torch.tensor([0.3, 0.5, 0.0])), label="zeros before and between the tokens, u on a boundary"))
+    # a tiny probability after large ones leaves the float32 cdf unchanged (0.99999994 + 1e-9 rounds
+    # to 0.99999994): the last token of non-zero probability is not where the cdf reaches its maximum
+    p = torch.tensor([[0.5, 0.49999994, 1e-9, 0.0], [0.25, 0.74999994, 3e-10, 2e-10]])
+    cases.append(Case((p, torch.tensor([0.99999994, 0.99999994])),
+                      label="a tiny last probability that does not change the float cdf, the cdf ending below u"))
     cases.append(Case((torch.full((2, 4), 0.25), torch.rand(3, generator=g)), label="one uniform too many"))
     return cases
 
@@ -545,6 +640,12 @@ def _groups_capital_W(names):
         raise ValueError("unique")
     decay = [n for n in names if n.split(".")[-1].startswith("W") and n.split(".")[-1] not in ("W_E", "W_pos")]
     return decay, [n for n in names if n not in decay]
+
+
+def _sample_cdf_argmax(probs, uniforms):
+    cdf = torch.cumsum(probs, dim=-1)
+    index = (cdf <= uniforms[..., None]).sum(dim=-1)
+    return torch.where(index >= probs.shape[-1], cdf.argmax(dim=-1), index)
 
 
 def _sample_argmax(probs, uniforms):
@@ -577,6 +678,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.log_softmax,
         make_cases=_cases_log_softmax,
+        families={0: ("float16", "bfloat16")},  # same dtype as the input: half-precision logits stay half
         forbids={name: "the exercise is the log-sum-exp trick itself: subtract the row's maximum, then "
                        "log(sum(exp(z - m))), with torch.max, torch.exp, torch.sum and torch.log."
                  for name in ("log_softmax", "special_log_softmax", "logsumexp", "special_logsumexp", "cross_entropy")},
@@ -592,6 +694,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.cross_entropy,
         make_cases=_cases_cross_entropy,
+        families={0: ("float16", "bfloat16")},  # a loss of the logits' dtype, half precision included
         forbids={
             **{name: "use your log_softmax (the exercise before) and pick each target's entry with gather: "
                      "F.cross_entropy and F.nll_loss are what the check compares with, not an answer."
@@ -615,6 +718,9 @@ SPECS = [
         reference=ref.adamw_update,
         make_cases=_cases_adamw_update,
         gradients=False,  # an optimiser step: it runs on numbers outside the graph
+        result_names=("the new param", "the new exp_avg", "the new exp_avg_sq"),
+        # as torch.optim.AdamW: a half-precision parameter and its moments stay in its dtype
+        families={0: ("float16", "bfloat16")},
         mistakes=[
             Mistake("no bias correction", "divide m by 1 - beta1^step and v by 1 - beta2^step (bias correction): both "
                     "start at 0.", _validated(ref.adamw_update, lambda *a: _adamw(*a, correct=False))),
@@ -639,8 +745,16 @@ SPECS = [
         mistakes=[
             Mistake("per tensor", "clip by the *global* norm: one scale for all tensors, from the norm of all their "
                     "numbers together.", _validated(ref.clip_grad_norm, lambda *a: _clip(*a, per_tensor=True))),
-            Mistake("always scaled", "gradients under max_norm stay as they are: scale = min(1, max_norm / (total + 1e-6)).",
+            Mistake("always scaled", "the scale is never above 1: scale = min(1, max_norm / (total + 1e-6)), so "
+                    "gradients well under max_norm keep their values.",
                     _validated(ref.clip_grad_norm, lambda *a: _clip(*a, scale_up=True))),
+            Mistake("only over the limit", "compute scale = min(1, max_norm / (total_norm + 1e-6)) whatever the norm, "
+                    "not only when total_norm > max_norm: near tiny norms the + 1e-6 decides (a norm of 1e-6 under "
+                    "max_norm = 1.5e-6 is scaled by 0.75, as torch.nn.utils.clip_grad_norm_ does).",
+                    _validated(ref.clip_grad_norm, _clip_over_limit_only)),
+            Mistake("norm dtype from one gradient", "the norm is float64 when *any* gradient is float64 (float32 "
+                    "otherwise): look at every gradient's dtype, not the first one's.",
+                    _validated(ref.clip_grad_norm, _clip_first_dtype)),
             Mistake("sum of norms", "the global norm is sqrt(sum of every squared number), not the sum of the tensors' norms.",
                     _validated(ref.clip_grad_norm, lambda *a: _clip(*a, sum_of_norms=True))),
             Mistake("norm after clipping", "return the total norm *before* clipping (what clip_grad_norm_ returns).",
@@ -677,6 +791,9 @@ SPECS = [
             Mistake("norms decay", "only the W_ matrices of linear maps decay: norm scales (w) and shifts do not.",
                     _groups_all_but_biases),
             Mistake("swapped", "return (decay, no_decay) in this order.", _groups_swapped),
+            Mistake("duplicates among decayed names only", "a name given twice is a ValueError wherever it is: "
+                    "compare len(set(names)) with len(names) before sorting the names, not only when appending to "
+                    "decay.", _groups_dup_decay_only),
             Mistake("capital W", "the rule is a last part that starts with W_ (with the underscore): Wqkv, Weight or "
                     "a lone W do not decay.", _groups_capital_W),
         ],
@@ -687,6 +804,7 @@ SPECS = [
         reference=ref.apply_temperature,
         make_cases=_cases_apply_temperature,
         gradients=False,  # sampling: no gradient flows through it
+        families={0: ("float16", "bfloat16")},  # same shape and dtype
         mistakes=[
             Mistake("times", "divide the logits by the temperature: a temperature below 1 makes them larger and the "
                     "distribution sharper.", _temperature_times),
@@ -695,6 +813,9 @@ SPECS = [
             Mistake("greedy below a small T", "divide by the temperature for every T > 0, however small: logits "
                     "1e-4 apart at T = 1e-4 still give probabilities 0.27 and 0.73, not 0 and 1 (greedy decoding "
                     "is T = 0, which the sampler does separately).", _temperature_greedy_below),
+            Mistake("a floor on T", "divide by the temperature itself for every T > 0, however small: a floor such "
+                    "as max(T, 1e-5) changes every smaller T (logits 1e-8 apart at T = 1e-8 give probabilities "
+                    "0.27 and 0.73, not 0.5 and 0.5).", _temperature_floor),
         ],
     ),
     Spec(
@@ -709,6 +830,9 @@ SPECS = [
                     "k may remain).", _validated(ref.top_k_filter, _topk_by_index)),
             Mistake("zero, not -inf", "removed logits become -inf (probability 0 after softmax), not 0.", _validated(ref.top_k_filter, _topk_zero)),
             Mistake("k - 1", "keep the k largest: compare with >= the k-th largest value, not >.", _validated(ref.top_k_filter, _topk_one_less)),
+            Mistake("float32 threshold", "find the k-th largest value and compare in the logits' own dtype: float64 "
+                    "logits 1e-12 apart are different values, which float32 rounds to one.",
+                    _validated(ref.top_k_filter, _topk_float32)),
         ],
     ),
     Spec(
@@ -736,6 +860,10 @@ SPECS = [
             Mistake("argmax", "draw with the uniforms (inverse CDF), do not take the most likely token.", _validated(ref.sample_from_probs, _sample_argmax)),
             Mistake("probability 0 drawn", "when rounding leaves the cdf below u, choose the last token whose "
                     "probability is not 0.", _validated(ref.sample_from_probs, _sample_no_guard)),
+            Mistake("fallback from the cdf", "the fallback is the last token whose probability is not 0, found from "
+                    "probs (probs > 0), not from the cdf: a tiny probability after large ones leaves the float cdf "
+                    "unchanged, so the first index of the cdf's largest value stops before that token.",
+                    _validated(ref.sample_from_probs, _sample_cdf_argmax)),
             Mistake("count of non-zeros", "the fallback is the last token whose probability is not 0, wherever the "
                     "zeros are: the number of non-zero tokens minus 1 is that token only when every zero comes after "
                     "it (after top-k or top-p they may sit anywhere).", _validated(ref.sample_from_probs, _sample_count_nonzero)),
