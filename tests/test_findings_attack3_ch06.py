@@ -353,11 +353,9 @@ def test_weight_decay_groups_refuses_duplicates_anywhere():
     assert "wherever it is" in text  # the hint
 
 
-@pytest.mark.xfail(strict=True, reason="the framework's aliasing test (core._returns_itself) looks for an argument "
-                   "itself, or tensors inside a returned tuple, not a list inside it; core.py is not chapter 6's "
-                   "to change. The statement now says 'two new lists (never names itself)'.")
 def test_weight_decay_groups_returns_new_lists():
-    failure("weight_decay_groups", groups_alias)
+    text = failure("weight_decay_groups", groups_alias)
+    assert "returned its input (`names`) itself" in text, text
 
 
 # --- sampling -----------------------------------------------------------------------------------

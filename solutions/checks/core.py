@@ -387,10 +387,13 @@ def _versions(value: Any) -> list[int]:
 
 
 def _returns_itself(value: Any, argument: Any) -> bool:
-    if value is argument and (isinstance(argument, (list, dict, bytearray)) or _is_tensor(argument)):
+    mutable = isinstance(argument, (list, dict, bytearray)) or _is_tensor(argument)
+    if value is argument and mutable:
         return True
     if not isinstance(value, (list, tuple)):
         return False
+    if mutable and any(item is argument for item in value):  # (decay, no_decay) with names itself
+        return True
     # the argument, or the tensors of a list or tuple of them
     inside = [] if isinstance(argument, dict) else _tensors_in(argument, depth=3)
     return any(v is a for v in _tensors_in(value) for a in inside)
