@@ -109,8 +109,8 @@ def scaled_dot_product_attention(
 
     q: (batch, n_heads, seq_q, d_head); k, v: (batch, n_heads, seq_k, d_head);
     key_padding_mask: bool (batch, seq_k), True where the key is padding (ignored by every
-    query), or None. Returns (batch, n_heads, seq_q, d_head), equal to
-    ``F.scaled_dot_product_attention`` with the same masks.
+    query), or None. Returns (batch, n_heads, seq_q, d_head): F.scaled_dot_product_attention's
+    result with the same masks, except for a query whose keys are all masked (0/0: nan here, 0 there).
 
     Both masks are applied to the scores, before the softmax: masking the pattern afterwards
     would leave rows that no longer sum to 1 (and renormalising them is just a slower softmax).

@@ -4,7 +4,8 @@ Inputs come from a ``torch.Generator`` seeded by the check's seed, on the CPU. E
 its own size (batch 2-3, n_heads 4-5, seq_q 6-7, seq_k 8-9, d_head 10-12), so swapped queries and
 keys or a wrong split of the heads show as a wrong shape or wrong numbers; masks are tried with
 seq_q = seq_k and with fewer queries than keys (a KV cache), and padding only on the right, so
-that no query is left with nothing to attend to.
+that no query is left with nothing to attend to, except in the cases that say so: the step-by-step
+functions are tried on queries that see no key at all (their rows are nan, and must stay nan).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import math
 import random
 
 import torch
-import torch.nn.functional as F
 
 from solutions import attention as ref
 from solutions.checks.core import Case, Mistake, Spec
 from solutions.checks.embeddings import diagnose_initialisation
-from solutions.checks.modules import init_case, module_case, module_driver
-from solutions.checks.objects import cache_case, cache_driver, decoding_case, decoding_driver
+from solutions.checks.modules import init_case, module_case
+from solutions.checks.objects import (cache_case, cache_driver, decoding_case, decoding_driver, switch_case,
+                                      switchable_module_driver)
 
 CHAPTER = "03_attention"
 _HEADS = ("batch", "n_heads")
@@ -86,6 +87,15 @@ def _mask_from_values(scores):
     return kept.masked_fill(kept == 0, float("-inf"))
 
 
+def _mask_additive(scores):
+    # adds a matrix of 0 and -inf: -inf only where the score was finite (inf - inf = nan)
+    seq_q, seq_k = scores.shape[-2:]
+    if seq_q > seq_k:
+        raise ValueError(f"seq_q = {seq_q} > seq_k = {seq_k}")
+    allowed = _allowed(seq_q, seq_k, scores.device)
+    return scores + torch.zeros(seq_q, seq_k, dtype=scores.dtype, device=scores.device).masked_fill(~allowed, float("-inf"))
+
+
 def _no_masked_key(case: Case) -> bool:
     """Gradients of causal_mask are compared where nothing is masked: at a masked entry the
     output is -inf whatever the score, so a right answer may pass 0 back (masked_fill, where) or
@@ -111,8 +121,11 @@ def _diagnose_pattern(case: Case, actual, expected):
         return None
     if actual.device.type == "meta":
         return None
+    if _hides_nan(actual, expected):
+        return _NAN_ROW
     scores = case.args[0].to(actual.device)
-    if bool((actual[torch.isneginf(scores)] != 0).any()):
+    live = ~torch.isnan(expected)  # rows of only -inf are nan: their "weights" are not weights
+    if bool((actual[torch.isneginf(scores) & live] != 0).any()):
         return _EXACT_ZERO  # a masked key got a weight
     # rows whose different, very negative finite scores got one and the same weight: flattened
     low = (torch.isfinite(scores) & (scores < -20)).reshape(-1, scores.shape[-1])
@@ -126,6 +139,47 @@ def _diagnose_pattern(case: Case, actual, expected):
 
 def _pattern_over_queries(scores):
     return scores.softmax(dim=-2)
+
+
+def _pattern_without_nan(scores):
+    # a finite stand-in for -inf: a row of only -inf becomes uniform instead of nan
+    return torch.softmax(torch.nan_to_num(scores, neginf=-1e9), dim=-1)
+
+
+_NAN_ROW = (
+    "a row with nothing to attend to must come out as nan: the softmax of a row of only -inf is "
+    "0/0, and torch.softmax gives nan. Keep that nan (no nan_to_num before or after, no finite "
+    "stand-in such as -1e9 for -inf): a uniform or all-zero row would hide a query that saw no key at all."
+)
+
+
+def _hides_nan(actual, expected) -> bool:
+    """Whether the answer has finite numbers where the reference has nan or inf (a fact about this case)."""
+    if not (isinstance(actual, torch.Tensor) and isinstance(expected, torch.Tensor)
+            and actual.shape == expected.shape and actual.device.type != "meta" and expected.is_floating_point()):
+        return False
+    return bool((~torch.isfinite(expected.cpu()) & torch.isfinite(actual.detach().cpu())).any())
+
+
+def _diagnose_output(case: Case, actual, expected):
+    if _hides_nan(actual, expected):
+        return ("return pattern @ v as it is: a nan in the pattern (the row of a query that saw only padding keys) "
+                "must give nan in the output, and an infinite weight an infinite or nan output; do not replace "
+                "them (nan_to_num) or skip them: they show a query that had nothing to attend to, or a bug upstream.")
+    return None
+
+
+def _finite_arguments(case: Case) -> bool:
+    """Gradients are compared where every argument is finite."""
+    return all(bool(torch.isfinite(t).all()) for t in case.args if isinstance(t, torch.Tensor)
+               and t.is_floating_point() and t.device.type != "meta")
+
+
+def _pattern_gradients(case: Case) -> bool:
+    """Gradients of attention_pattern are compared where every row has a finite softmax, and not
+    on the float64 case compared without an absolute tolerance: there a right formula's gradient
+    may be a tiny number where the reference's is exactly 0."""
+    return case.label != _EMPTY_ROW and not case.label.startswith(_SPREAD)
 
 
 def _sdpa_variant(scale: bool = True, fill: float = float("-inf"), after_softmax: bool = False,
@@ -209,6 +263,10 @@ def _cases_causal_mask(seed: int) -> list[Case]:
         Case((torch.randn(2, 4, 7, generator=g).double(),), label="float64 scores"),
     ]
     cases.append(Case((torch.zeros(2, 5),), label="scores of exactly 0 (an allowed score may be 0)"))
+    # seq_q = 3 of seq_k = 5: the masked (future) entries are [0, 3], [0, 4] and [1, 4]
+    future = torch.randn(3, 5, generator=g)
+    future[0, 3], future[0, 4], future[1, 4], future[2, 1] = float("inf"), float("-inf"), float("inf"), float("inf")
+    cases.append(Case((future,), label="masked scores of +inf and -inf, and an allowed +inf (masked ones become -inf)"))
     case = Case((torch.randn(2, 6, 4, generator=g),), label="more queries than keys", mentions=("6", "4"))
     cases.append(case)
     meta = Case((torch.randn(2, 3, 6, 6, generator=g),), label="the meta device (finds tensors made without device=)")
@@ -217,12 +275,16 @@ def _cases_causal_mask(seed: int) -> list[Case]:
     return cases
 
 
+_SPREAD = "float64 masked scores up to about 100 apart"
+_EMPTY_ROW = "a row of only -inf (a query with no key to attend to: nan)"
+
+
 def _cases_attention_pattern(seed: int) -> list[Case]:
     rng, g = random.Random(seed), _gen(seed)
     s = _sizes(rng)
     scores = torch.randn(s["batch"], s["n_heads"], s["seq_q"], s["seq_k"], generator=g)
     masked = ref.causal_mask(torch.randn(2, 3, 6, 6, generator=g))
-    return [
+    cases = [
         Case((scores,), label="(batch, n_heads, seq_q, seq_k)"),
         Case((masked,), label="causally masked scores (-inf above the diagonal)"),
         Case((1000 * torch.randn(2, 5, 8, generator=g),), label="large scores: exp would overflow"),
@@ -230,6 +292,17 @@ def _cases_attention_pattern(seed: int) -> list[Case]:
         Case((ref.causal_mask(3 * torch.randn(2, 5, 5, generator=g) - 40),), label="masked scores whose allowed scores are all below -20"),
         Case((ref.causal_mask(torch.randn(3, 4, 6, generator=g) - 1e4),), label="masked scores whose allowed scores are near -1e4"),
     ]
+    # compared exactly where the weight is 0 and relatively elsewhere (the spec's tolerance64 has
+    # no absolute part): a masked key's weight is exactly 0, and a score 100 below the row's
+    # maximum gets exp(-100), not a clamped exp(-80) and not 0
+    spread = ref.causal_mask(30 * torch.randn(2, 6, 6, generator=g, dtype=torch.float64))
+    cases.append(Case((spread,), label=f"{_SPREAD} (weights like exp(-100), exact zeros)"))
+    # a row with nothing to attend to (a query that saw only padding): only -inf, softmax 0/0 = nan
+    empty = torch.randn(4, 5, generator=g)
+    empty[1] = float("-inf")
+    empty[3, 1:] = float("-inf")
+    cases.append(Case((empty,), label=_EMPTY_ROW))
+    return cases
 
 
 def _cases_attention_output(seed: int) -> list[Case]:
@@ -276,7 +349,48 @@ def _cases_sdpa(seed: int) -> list[Case]:
     q = -1e5 * u.expand(s["batch"], s["n_heads"], 4, s["d_head"]).clone()
     v = torch.randn(s["batch"], s["n_heads"], 6, s["d_head"], generator=g)
     cases.append(Case((q, k, v, False, _padding(s["batch"], 6, rng)), label="padding, and real scores of about -1e5"))
+    # padding keys that score far above the real ones: a finite penalty (- 1e9) leaves them on top
+    padding = _padding(s["batch"], 7, rng)
+    u = torch.randn(s["d_head"], generator=g)
+    q = 1e19 * u.expand(s["batch"], s["n_heads"], 5, s["d_head"]).clone()
+    k = torch.where(padding[:, None, :, None], torch.zeros(()), -u).expand(-1, s["n_heads"], -1, -1).clone()
+    v = torch.randn(s["batch"], s["n_heads"], 7, s["d_head"], generator=g)
+    cases.append(Case((q, k, v, False, padding), label=_PADDING_ON_TOP))
+    # queries with no key left: a sequence of padding only, and left padding under the causal mask
+    # (its first queries see only padding keys); their softmax rows are 0/0 = nan
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[0], padding[1, :2] = True, True
+    q, k, v = _qkv(g, {**s, "batch": 2}, 6, 6)
+    cases.append(Case((q, k, v, True, padding), label=_NO_KEY_LEFT))
     return cases
+
+
+_PADDING_ON_TOP = "padding keys whose scores lie some 1e19 above the real keys' scores"
+_NO_KEY_LEFT = ("a sequence of padding only, and left padding with the causal mask "
+                "(queries that see no key at all: nan)")
+
+
+def _sdpa_gradients(case: Case) -> bool:
+    """Gradients are compared where every query has a key to attend to (elsewhere they are nan)."""
+    return case.label != _NO_KEY_LEFT
+
+
+def _diagnose_sdpa(case: Case, actual, expected):
+    """Facts about this case: a query with no key left got numbers, padding keys scored on top."""
+    if _hides_nan(actual, expected):
+        return (
+            "a query whose keys are all masked (here: all padding, or only padding before it under the "
+            "causal mask) has nothing to attend to: its scores are all -inf, its softmax is 0/0 = nan, and "
+            "so is its output, as exercises 1-4 put together give it. Keep the nan (F.scaled_dot_product_attention "
+            "returns 0 there, which hides such a query); mask with -inf, not a finite number."
+        )
+    if case.label == _PADDING_ON_TOP:
+        return (
+            "in this case the padding keys score far above the real ones (some 1e19): a padding key must get "
+            "weight exactly 0 whatever its score, so set its score to -inf (masked_fill), not lower it by a "
+            "finite amount such as 1e9 or fill it with a finite number."
+        )
+    return None
 
 
 def _cases_split_heads(seed: int) -> list[Case]:
@@ -284,14 +398,19 @@ def _cases_split_heads(seed: int) -> list[Case]:
     cases = []
     for n_heads, d_head in ((3, 4), (4, 5), (rng.randint(2, 3), rng.randint(6, 7))):
         cases.append(Case((torch.randn(2, rng.randint(8, 9), n_heads * d_head, generator=g), n_heads), label=f"n_heads={n_heads}"))
+    # n_heads = d_head: code that tells the two axes apart by their sizes meets a tie
+    cases.append(Case((torch.randn(3, 5, 16, generator=g), 4), label="n_heads = d_head = 4"))
     cases.append(Case((torch.randn(2, 5, 10, generator=g), 3), label="d_model not divisible by n_heads",
-                      mentions=("divisible",)))
+                      mentions=("not divisible",)))
     return cases
 
 
 def _cases_merge_heads(seed: int) -> list[Case]:
     rng, g = random.Random(seed), _gen(seed)
-    return [Case((torch.randn(2, n, rng.randint(6, 7), d, generator=g),), label=f"{n} heads of {d}") for n, d in ((3, 4), (4, 5), (5, 8))]
+    cases = [Case((torch.randn(2, n, rng.randint(6, 7), d, generator=g),), label=f"{n} heads of {d}") for n, d in ((3, 4), (4, 5), (5, 8))]
+    # n_heads = d_head: code that tells the two axes apart by their sizes meets a tie
+    cases.append(Case((torch.randn(3, 4, 5, 4, generator=g),), label="4 heads of 4 (n_heads = d_head)"))
+    return cases
 
 
 def _attention_weights(g: torch.Generator, d_model: int, n_heads: int) -> dict[str, torch.Tensor]:
@@ -320,13 +439,14 @@ def _cases_Attention(seed: int) -> list[Case]:
     x = torch.randn(2, 7, d_model, generator=g)
     cot = torch.randn(2, 7, d_model, generator=g)
     context = torch.randn(2, 9, d_model, generator=g)  # longer than x: a causal mask would hide some of it
+    other_context = torch.randn(2, 9, d_model, generator=g)  # another sentence of the same shape
     for fused in (False, True):
         name = "fused" if fused else "step by step"
         watch = ("scaled_dot_product_attention",)  # the switch decides which path runs
 
-        def case(extra: dict, inputs: tuple, label: str):
+        def case(extra: dict, inputs: tuple, label: str, **options):
             config = {"d_model": d_model, "n_heads": n_heads, "fused": fused, **extra}
-            return module_case(config, w, inputs, cot, f"{label}, {name}", watch=watch, attributes=_PROMISED)
+            return module_case(config, w, inputs, cot, f"{label}, {name}", watch=watch, attributes=_PROMISED, **options)
 
         cases.append(case({}, (x,), "causal"))
         cases.append(case({"causal": False}, (x,), "bidirectional"))
@@ -334,6 +454,16 @@ def _cases_Attention(seed: int) -> list[Case]:
         cases.append(case({}, (x, None, _padding(2, 7, rng)), "causal with padding"))
         cases.append(case({"causal": False}, (x, None, _padding(2, 7, rng)), "bidirectional with padding"))
         cases.append(case({}, (x, context, _padding(2, 9, rng)), "cross-attention with padding"))
+        # the same module called again with another context of the same shape: nothing of the
+        # first context may be kept
+        cases.append(case({}, (x, context), "cross-attention, then again with another context of the same shape",
+                          again=(x, other_context)))
+        # the switches are attributes that forward reads each time: set after building, they count
+        switched = module_case({"d_model": d_model, "n_heads": n_heads, "fused": fused}, w, (x,), cot,
+                               f"built with fused={fused}, then m.fused = {not fused} set", watch=watch,
+                               attributes=_PROMISED)
+        cases.append(switch_case(switched, {"fused": not fused}))
+        cases.append(switch_case(case({}, (x,), "built with causal=True, then m.causal = False set"), {"causal": False}))
         meta = case({}, (x, None, _padding(2, 7, rng)), "the meta device (finds tensors made without device=)")
         meta.device = "meta"
         cases.append(meta)
@@ -405,6 +535,9 @@ def _cases_KVCache(seed: int) -> list[Case]:
     def kv(n, dtype=torch.float32):
         return torch.randn(2, 3, n, 4, generator=g).to(dtype), torch.randn(2, 3, n, 4, generator=g).to(dtype)
 
+    def small(n):
+        return torch.randn(1, 2, n, 2, generator=g), torch.randn(1, 2, n, 2, generator=g)
+
     meta = cache_case([kv(2), kv(1)], label="the meta device (finds tensors made without device=)")
     meta.device = "meta"  # the cache keeps the keys' device: a CPU stand-in shows here as on a GPU
     return [
@@ -412,6 +545,10 @@ def _cases_KVCache(seed: int) -> list[Case]:
         cache_case([kv(1)], label="one update"),
         cache_case([kv(2), kv(3), kv(1), kv(4)], label="pieces of several lengths"),
         cache_case([kv(12)] + [kv(1) for _ in range(10)], label="a long prompt, then 10 tokens"),
+        # two caches alive at once (one per layer of a model), fed in turn: nothing is shared
+        cache_case([kv(2), kv(1), kv(1)], beside=[kv(3), kv(1), kv(2)], label="two caches at once (one per layer)"),
+        # no fixed capacity: past GPT-2's context of 1,024 positions (small heads keep it cheap)
+        cache_case([small(1000), small(1), small(99)], label="1,100 positions: a cache has no size limit"),
         # a model run in half precision: the cache keeps the keys' dtype
         cache_case([kv(3, torch.float16), kv(1, torch.float16)], label="float16 keys and values"),
         cache_case([kv(2, torch.bfloat16), kv(1, torch.bfloat16)], label="bfloat16 keys and values"),
@@ -429,6 +566,23 @@ class _CacheKeepsLast:
 
     def __len__(self):
         return 0 if self.k is None else self.k.shape[-2]
+
+
+class _CacheShared(_CacheKeepsLast):
+    # the pieces live in lists of the class: every cache appends to the same ones
+    _ks: list = []
+    _vs: list = []
+
+    def __init__(self):
+        self.k = self.v = None
+        self._ks.clear()
+        self._vs.clear()
+
+    def update(self, k_new, v_new):
+        self._ks.append(k_new)
+        self._vs.append(v_new)
+        self.k, self.v = torch.cat(self._ks, dim=-2), torch.cat(self._vs, dim=-2)
+        return self.k, self.v
 
 
 class _CacheEmptyStart(_CacheKeepsLast):
@@ -462,7 +616,8 @@ def _cached_without_offset(attn, x_new, cache):
     # the new queries are treated as the first positions: the top-left mask of is_causal
     q, k, v = _project(attn, x_new, x_new)
     k, v = cache.update(k, v)
-    return _combine(attn, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    scores = _mask_top_left(ref.attention_scores(q, k))
+    return _combine(attn, ref.attention_output(ref.attention_pattern(scores), v))
 
 
 def _cached_new_keys_only(attn, x_new, cache):
@@ -512,9 +667,12 @@ SPECS = [
             Mistake("from the values", "decide what to mask from the positions alone (torch.tril of a boolean "
                     "matrix of ones), never from the scores' values: an allowed score can be exactly 0, and "
                     "it must stay 0.", _mask_from_values),
+            Mistake("added", "a masked score becomes -inf whatever it was: adding a mask of 0 and -inf turns a "
+                    "masked +inf into nan (inf - inf) and leaves a masked nan as nan. Set the masked scores with "
+                    "masked_fill(~allowed, float('-inf')) instead of adding.", _mask_additive),
         ],
         gradients=_no_masked_key,
-        families={0: ("zeros", "neg_inf", "float16", "bfloat16")},
+        families={0: ("zeros", "neg_inf", "inf", "float16", "bfloat16")},
     ),
     Spec(
         name="attention_pattern",
@@ -524,9 +682,14 @@ SPECS = [
         mistakes=[
             Mistake("query axis", _QUERY_AXIS, _pattern_over_queries),
             Mistake("clamped", _EXACT_ZERO, _pattern_clamped),
+            Mistake("finite for -inf", _NAN_ROW, _pattern_without_nan),
         ],
         diagnose=_diagnose_pattern,
+        gradients=_pattern_gradients,
         families={0: ("neg_inf", "shift", "large", "ties", "float16")},
+        # float64 weights are compared relatively, with no absolute part: exactly 0 where a key is
+        # masked, exp(-100) where a score lies 100 below its row's maximum (see the cases)
+        tolerance64=(1e-9, 0.0),
     ),
     Spec(
         name="attention_output",
@@ -534,7 +697,9 @@ SPECS = [
         reference=ref.attention_output,
         make_cases=_cases_attention_output,
         dims=_HEADS + ("seq_q", "d_head"),
-        families={0: ("zeros", "float16")},
+        families={0: ("zeros", "inf", "float16")},
+        diagnose=_diagnose_output,
+        gradients=_finite_arguments,
     ),
     Spec(
         name="scaled_dot_product_attention",
@@ -542,6 +707,8 @@ SPECS = [
         reference=ref.scaled_dot_product_attention,
         make_cases=_cases_sdpa,
         families={0: ("float64",)},
+        gradients=_sdpa_gradients,
+        diagnose=_diagnose_sdpa,
         dims=_HEADS + ("seq_q", "d_head"),
         uses={f.__name__: f for f in (ref.attention_scores, ref.causal_mask, ref.attention_pattern, ref.attention_output)},
         mistakes=[
@@ -586,7 +753,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.Attention,
         make_cases=_cases_Attention,
-        driver=module_driver,
+        driver=switchable_module_driver,
         dims=("batch", "seq", "d_model"),
         uses={f.__name__: f for f in (ref.attention_scores, ref.causal_mask, ref.attention_pattern,
                                       ref.attention_output, ref.scaled_dot_product_attention,
@@ -624,6 +791,9 @@ SPECS = [
             Mistake("empty start", "an empty cache holds None (self.k = self.v = None, as the exercise says), and the first update "
                     "stores the new keys and values as they are. A stand-in such as torch.empty(0) is float32 and on the CPU: "
                     "torch.cat with it turns float16/bfloat16 keys into float32 (and GPU keys meet a CPU tensor).", _CacheEmptyStart),
+            Mistake("shared", "every cache keeps its own keys and values (a model has one cache per layer): store them "
+                    "on self (self.k, self.v, set in __init__), not in a list or tensor of the class or module, which "
+                    "every cache shares.", _CacheShared),
         ],
     ),
     Spec(
@@ -639,6 +809,11 @@ SPECS = [
             Mistake("no offset", "the new queries are the last positions, after the cached ones: a top-left causal mask (is_causal) treats them as the first. " + _TOP_LEFT, _cached_without_offset),
             Mistake("no cache", "attend to all keys and values, the cached ones too: update returns them.", _cached_new_keys_only),
         ],
+        forbids={"scaled_dot_product_attention": (
+            "attend with your scaled_dot_product_attention of exercise 5 (causal=True), whose causal_mask puts the "
+            "new queries after the cached keys. PyTorch's F.scaled_dot_product_attention lines its is_causal "
+            "triangle up with the first key instead, and this exercise is about that offset."
+        )},
         points=2,
     ),
 ]
