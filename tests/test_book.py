@@ -383,6 +383,19 @@ function measure(w) {
   const equations = Array.from(article.querySelectorAll('mjx-container[display="true"]')).filter(function (box) {
     return box.getBoundingClientRect().width > 0; }).map(function (box) {
     return [(tex.get(box) || box.textContent || "").trim().slice(0, 90), parseFloat(w.getComputedStyle(box).fontSize)]; });
+  // tick labels of interactive plots that run into their neighbours
+  let tickOverlaps = 0;
+  article.querySelectorAll(".js-plotly-plot").forEach(function (plot) {
+    ["xtick", "ytick"].forEach(function (cls) {
+      const boxes = Array.from(plot.querySelectorAll("g." + cls + " text")).map(function (t) {
+        return t.getBoundingClientRect(); }).filter(function (r) { return r.width > 0; });
+      const along = cls === "xtick" ? ["left", "right"] : ["top", "bottom"];
+      boxes.sort(function (a, b) { return a[along[0]] - b[along[0]]; });
+      for (let i = 1; i < boxes.length; i++) {
+        if (boxes[i][along[0]] < boxes[i - 1][along[1]] - 1) tickOverlaps++;
+      }
+    });
+  });
   const pageScroll = d.documentElement.scrollWidth - w.innerWidth;
   if (pageScroll > 1) {   // name the innermost elements that stick out of the window
     d.body.querySelectorAll("*").forEach(function (el) {
@@ -395,7 +408,7 @@ function measure(w) {
       }
     });
   }
-  return {pageScroll: pageScroll, columnWidth: col.width, over: over,
+  return {pageScroll: pageScroll, columnWidth: col.width, over: over, tickOverlaps: tickOverlaps,
           diagrams: diagrams, figures: figures, equations: equations, errors: w.__courseErrors || ["probe missing"],
           blocked: w.__courseBlocked || [], shrunk: d.body.getAttribute("data-equations-shrunk")};
 }
@@ -459,6 +472,7 @@ def test_nothing_is_cut_off_and_nothing_fails(layouts, built_book, docname, widt
     assert page["errors"] == [], f"{docname} at {WIDTHS[width]} px: JavaScript errors {page['errors']}"
     assert page["blocked"] == [], f"{docname}: requests to other origins {page['blocked']}"
     assert page["pageScroll"] <= 1, f"{docname} at {WIDTHS[width]} px scrolls sideways by {page['pageScroll']} px"
+    assert page["tickOverlaps"] == 0, f"{docname} at {WIDTHS[width]} px: {page['tickOverlaps']} plot tick labels overlap"
     assert page["over"] == [], (
         f"{docname} at {WIDTHS[width]} px (column {page['columnWidth']:.0f} px): wider than the column: "
         + json.dumps(page["over"], ensure_ascii=False, indent=1)[:3000])

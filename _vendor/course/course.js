@@ -23,16 +23,45 @@
     document.body.setAttribute("data-equations-shrunk", JSON.stringify(shrunk));
   }
 
+  // The interactive attention view (chapter 3) labels every character of its line on both
+  // axes; where there is less than about 16 px per label they would run into each other, so
+  // every k-th is shown (k per axis, from the plot's size). Hovering a cell still names both.
+  var TICK_PX = 16;
+  function thinTicks() {
+    var views = document.querySelectorAll(".attention-view-live .js-plotly-plot");
+    var done = [];
+    views.forEach(function (div) {
+      if (!window.Plotly || !div.layout || !div.layout.xaxis || !div.layout.xaxis.tickvals) return;
+      var all = div._courseTicks || (div._courseTicks = {
+        vals: div.layout.xaxis.tickvals.slice(), text: div.layout.xaxis.ticktext.slice()});
+      var size = div._fullLayout && div._fullLayout._size;  // the plot area, without margins and colour bar
+      var wide = size ? size.w : (div.clientWidth || 0) - 160;
+      var tall = size ? size.h : (div.clientHeight || 0) - 120;
+      var step = function (room) { return Math.max(1, Math.ceil(all.vals.length * TICK_PX / Math.max(room, 1))); };
+      var sx = step(wide), sy = step(tall);
+      if (div._courseSteps === sx + "," + sy) return;
+      div._courseSteps = sx + "," + sy;
+      var every = function (k) { return function (v, i) { return i % k === 0; }; };
+      done.push(window.Plotly.relayout(div, {
+        "xaxis.tickvals": all.vals.filter(every(sx)), "xaxis.ticktext": all.text.filter(every(sx)),
+        "yaxis.tickvals": all.vals.filter(every(sy)), "yaxis.ticktext": all.text.filter(every(sy))}));
+    });
+    return Promise.all(done);
+  }
+
   window.courseFitEquations = fitEquations;  // for the browser test, after opening dropdowns
   window.courseLayout = new Promise(function (resolve) {
     window.addEventListener("load", function () {
       var mj = window.MathJax && window.MathJax.startup && window.MathJax.startup.promise;
-      (mj || Promise.resolve()).then(function () { fitEquations(); resolve(); }, function () { resolve(); });
+      (mj || Promise.resolve()).then(function () {
+        fitEquations();
+        return thinTicks();
+      }).then(function () { resolve(); }, function () { resolve(); });
     });
   });
   var timer = null;
   window.addEventListener("resize", function () {
     clearTimeout(timer);
-    timer = setTimeout(fitEquations, 150);
+    timer = setTimeout(function () { fitEquations(); thinTicks(); }, 150);
   });
 })();

@@ -246,6 +246,15 @@ def to_device(value: Any, device: torch.device | str) -> Any:
     return value
 
 
+def _equal_values(a: "torch.Tensor", b: "torch.Tensor") -> bool:
+    """torch.equal, except that nan equals nan (an input holding nan is not "changed")."""
+    if bool(torch.equal(a, b)):
+        return True
+    if a.is_floating_point() or a.is_complex():
+        return bool(torch.isclose(a, b, rtol=0, atol=0, equal_nan=True).all())
+    return False
+
+
 def _same(a: Any, b: Any) -> bool:
     """Exact structural equality that also works for tensors (used to detect in-place changes)."""
     if _is_tensor(a) or _is_tensor(b):
@@ -254,7 +263,7 @@ def _same(a: Any, b: Any) -> bool:
             and _is_tensor(b)
             and a.shape == b.shape
             and a.dtype == b.dtype
-            and (a.device.type == "meta" or b.device.type == "meta" or bool(torch.equal(a.cpu(), b.cpu())))
+            and (a.device.type == "meta" or b.device.type == "meta" or _equal_values(a.cpu(), b.cpu()))
         )
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
