@@ -182,7 +182,7 @@ def test_promised_attributes_big_ids_messages_and_negative_sizes():
             check.Embed(Embed)
     finally:
         del Embed.d_vocab
-    with pytest.raises(CheckFailure, match="its message should name 'divisible'"):
+    with pytest.raises(CheckFailure, match="its message should name 'not divisible'"):
         check.split_heads(split_heads_vague)
     with pytest.raises(CheckFailure, match="a negative d_mlp should raise ValueError"):
         check.mlp_param_count(mlp_param_count)
