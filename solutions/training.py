@@ -74,7 +74,7 @@ def get_batch(data: torch.Tensor, starts: torch.Tensor, seq: int) -> tuple[torch
     if seq < 1:
         raise ValueError(f"seq must be at least 1, got {seq}")
     largest = data.shape[0] - seq - 1
-    if starts.numel() and (starts.min() < 0 or starts.max() > largest):
+    if starts.numel() and (starts.min() < 0 or starts.long().max() > largest):  # 289 is 33 in uint8
         raise ValueError(f"starts must lie in 0..{largest} (n - seq - 1, so that the target of the "
                          f"last position exists), got {starts.min().item()}..{starts.max().item()}")
     offsets = starts.to(data.device)[:, None] + torch.arange(seq, device=data.device)  # (batch, seq)

@@ -77,6 +77,9 @@ def _cases_get_batch(seed: int) -> list[Case]:
     cases.append(Case((torch.arange(1000, 1040).to(torch.int16), torch.tensor([9, 2], dtype=torch.int16), 7),
                       label="int16 ids 1000, 1001, ... and int16 starts"))
     cases.append(Case((torch.arange(40).to(torch.int8), torch.tensor([4, 1]), 3), label="int8 ids"))
+    # positions start + t past 255 with uint8 starts: made in the starts' dtype they wrap around
+    cases.append(Case((torch.arange(300) % 97, torch.tensor([250, 3], dtype=torch.uint8), 10),
+                      label="uint8 starts of 250 with seq = 10 (positions up to 260)"))
     # the largest allowed start is 15 (n = 20, seq = 4): the message names it
     cases += _outside(lambda s: Case((torch.arange(20), torch.tensor([2, s]), 4), label=f"a start of {s} (n = 20, seq = 4)"),
                       16, 30, mentions=("15",))
@@ -460,6 +463,9 @@ def _cases_apply_temperature(seed: int) -> list[Case]:
     tiny = torch.tensor([[0.0, 1e-8, -2e-8, 3e-8], [-1e-8, 0.0, 0.0, 1e-8]])
     cases.append(Case((tiny, 1e-8), label="temperature 1e-8, logits 1e-8 apart"))
     cases.append(Case((tiny.double() * 1e-4, 1e-12), label="float64, temperature 1e-12, logits 1e-12 apart"))
+    # a division, not a product with 1 / T: 1 / 1e-309 overflows to inf (and 0 * inf is nan)
+    subnormal = torch.tensor([[0.0, 1e-309, -2e-309], [1e-309, 0.0, 3e-309]], dtype=torch.float64)
+    cases.append(Case((subnormal, 1e-309), label="float64, temperature 1e-309 (1 / T overflows)"))
     # the exercise: the message mentions greedy decoding
     cases += _outside(lambda t: Case((torch.randn(2, 5, generator=g), t), label=f"temperature {t}"), 0.0, -1.0,
                       mentions=("greedy",))
@@ -555,6 +561,9 @@ def _cases_top_p_filter(seed: int) -> list[Case]:
         rows, v = rng.randint(2, 4), rng.randint(6, 12)
         cases.append(Case((2 * torch.randn(rows, v, generator=g), round(rng.uniform(0.2, 0.95), 2)), label="random logits"))
     cases.append(Case((torch.randn(2, 3, 9, generator=g), 0.7), label="three axes (batch, seq, d_vocab)"))
+    # ties are between logits: 1e-8 and 0 are different logits with the same float32 probability 0.5
+    cases.append(Case((torch.tensor([[1e-8, 0.0], [0.0, 1e-8]]), 0.5),
+                      label="logits 1e-8 and 0 (equal probabilities in float32, different logits), p = 0.5"))
     masked = torch.randn(2, 8, generator=g)
     masked[:, :3] = float("-inf")
     cases.append(Case((masked, 0.9), label="after top-k: some logits already -inf"))
@@ -611,6 +620,10 @@ def _cases_sample_from_probs(seed: int) -> list[Case]:
     p = torch.tensor([[0.5, 0.49999994, 1e-9, 0.0], [0.25, 0.74999994, 3e-10, 2e-10]])
     cases.append(Case((p, torch.tensor([0.99999994, 0.99999994])),
                       label="a tiny last probability that does not change the float cdf, the cdf ending below u"))
+    # float64 probabilities with float32 uniforms: the comparison is made in the probabilities'
+    # precision (0.5 + 1e-12 is above u = 0.5; rounded to float32 it is not)
+    p = torch.tensor([[0.5 + 1e-12, 0.5 - 1e-12], [0.25 + 1e-13, 0.75 - 1e-13]], dtype=torch.float64)
+    cases.append(Case((p, torch.tensor([0.5, 0.25])), label="float64 probabilities 1e-12 from a float32 u"))
     cases.append(Case((torch.full((2, 4), 0.25), torch.rand(3, generator=g)), label="one uniform too many"))
     return cases
 

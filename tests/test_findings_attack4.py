@@ -1,0 +1,78 @@
+"""Wrong answers found by a last round of fresh learners after the third round's fixes (chapter 6),
+each kept with why it is wrong; each must fail with a message that leads to the mistake. One of
+them showed the reference itself refusing valid uint8 starts (289 compared as a uint8 is 33)."""
+
+import pytest
+import torch
+
+from solutions import training as ref
+from solutions.checks import SPECS
+from solutions.checks.core import CheckFailure, check_function
+
+
+def message(name, answer, seed=0):
+    with pytest.raises(CheckFailure) as failure:
+        check_function(SPECS[name], answer, seed=seed, device="cpu")
+    return str(failure.value)
+
+
+def get_batch_positions_in_starts_dtype(data, starts, seq):
+    """Positions start + t made in the starts' own dtype: uint8 starts of 250 wrap past 255."""
+    if data.dim() != 1 or starts.dim() != 1:
+        raise ValueError("data and starts must be 1-D")
+    for t in (data, starts):
+        if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+            raise ValueError("data and starts must be integer tensors")
+    if seq < 1:
+        raise ValueError("seq must be at least 1")
+    hi = data.shape[0] - seq - 1
+    if starts.numel() and (bool((starts < 0).any()) or bool((starts.long() > hi).any())):
+        raise ValueError(f"every start must be in 0..{hi}: the largest allowed start is n - seq - 1 = {hi}")
+    pos = starts[:, None] + torch.arange(seq, dtype=starts.dtype)  # WRONG: wraps in uint8
+    return data[pos.long()].long(), data[(pos + 1).long()].long()
+
+
+def apply_temperature_by_reciprocal(logits, temperature):
+    """logits * (1 / T): at T = 1e-309 (float64) 1 / T is inf, and 0 * inf is nan."""
+    if temperature <= 0:
+        raise ValueError("temperature must be positive; T = 0 is greedy decoding (argmax)")
+    return logits * (1.0 / temperature)
+
+
+def top_p_ties_by_probability(logits, p):
+    """Ties judged on probabilities, not logits: 1e-8 and 0 have the same float32 probability."""
+    if not 0 < p <= 1:
+        raise ValueError("p must be in (0, 1]")
+    probs = torch.softmax(logits, dim=-1)
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+    before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+    keep_sorted = before < p
+    last_kept = torch.where(keep_sorted, sorted_probs, torch.full_like(sorted_probs, float("inf"))).min(-1, keepdim=True).values
+    return logits.masked_fill(probs < last_kept, float("-inf"))  # WRONG: compares probabilities
+
+
+def sample_in_uniforms_dtype(probs, uniforms):
+    """The cdf rounded to the uniforms' dtype: float64 probabilities 1e-12 from u lose the gap."""
+    if uniforms.shape != probs.shape[:-1]:
+        raise ValueError("uniforms must have the shape of probs without its last axis")
+    cdf = torch.cumsum(probs, dim=-1).to(uniforms.dtype)  # WRONG: float64 cdf rounded to float32
+    index = (cdf <= uniforms[..., None]).sum(-1)
+    last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).long().argmax(-1)
+    return torch.minimum(index, last)
+
+
+@pytest.mark.parametrize("name, wrong, words", [
+    ("get_batch", get_batch_positions_in_starts_dtype, "uint8 starts of 250"),
+    ("apply_temperature", apply_temperature_by_reciprocal, "1 / T overflows"),
+    ("top_p_filter", top_p_ties_by_probability, "equal probabilities in float32, different logits"),
+    ("sample_from_probs", sample_in_uniforms_dtype, "float64 probabilities 1e-12 from a float32 u"),
+], ids=lambda v: getattr(v, "__name__", None) if callable(v) else None)
+def test_last_round_wrong_answers_fail(name, wrong, words):
+    text = message(name, wrong)
+    assert words in text, text
+
+
+def test_the_reference_takes_uint8_starts_past_the_uint8_range_of_n():
+    data = torch.arange(300)
+    x, y = ref.get_batch(data, torch.tensor([250, 3], dtype=torch.uint8), 10)
+    assert x[0].tolist() == list(range(250, 260)) and y[0].tolist() == list(range(251, 261))
