@@ -76,3 +76,77 @@ def test_the_reference_takes_uint8_starts_past_the_uint8_range_of_n():
     data = torch.arange(300)
     x, y = ref.get_batch(data, torch.tensor([250, 3], dtype=torch.uint8), 10)
     assert x[0].tolist() == list(range(250, 260)) and y[0].tolist() == list(range(251, 261))
+
+
+# --- chapter 2 ----------------------------------------------------------------------------------
+
+from solutions import embeddings as ref_embeddings  # noqa: E402
+
+
+class EmbedNamingTheLargestBadId(ref_embeddings.Embed):
+    """Names the largest bad id, not the first one in reading order."""
+
+    def forward(self, tokens):
+        ids = tokens.long()
+        bad = ids[(ids < 0) | (ids >= self.d_vocab)]
+        if bad.numel():
+            raise ValueError(f"token id {bad.max().item()} outside 0..{self.d_vocab - 1} (d_vocab = {self.d_vocab})")
+        return super().forward(tokens)
+
+
+class PosEmbedFloat32(ref_embeddings.PosEmbed):
+    """Returns float32 whatever W_pos's dtype: after model.double() the rows are not W_pos's."""
+
+    def forward(self, tokens):
+        return super().forward(tokens).float()
+
+
+def rope_capped_positions(x, base=10000.0):
+    """Positions capped at 16,384: a longer sequence reuses the last angle."""
+    seq = x.shape[-2]
+    out = ref_embeddings.apply_rope(x[..., : min(seq, 16_384), :], base)
+    if seq <= 16_384:
+        return out
+    rest = x[..., 16_384:, :]
+    tail = ref_embeddings.apply_rope(torch.cat([x[..., :16_383, :] * 0, rest], dim=-2), base)[..., 16_383:, :]
+    return torch.cat([out, tail], dim=-2)
+
+
+def rope_rotated_in_bfloat16(x, base=10000.0):
+    """Rotates half-precision inputs in their own dtype instead of float32."""
+    if x.dtype not in (torch.float16, torch.bfloat16):
+        return ref_embeddings.apply_rope(x, base)
+    seq, d = x.shape[-2], x.shape[-1]
+    theta = base ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    angles = torch.arange(seq, dtype=torch.float64)[:, None] * theta
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
+
+
+def shift_matrix_clipped_k(k, d_model, base=10000.0):
+    """k clipped to +-100,000."""
+    return ref_embeddings.sinusoidal_shift_matrix(max(-100_000, min(100_000, k)), d_model, base)
+
+
+def nearest_in_float32(query, W_E, k):
+    """Similarities computed in float32 for float64 inputs: near-ties fall to the smaller id."""
+    if not 0 <= k <= W_E.shape[0]:
+        raise ValueError(f"k = {k} outside 0..{W_E.shape[0]}")
+    sims = ref_embeddings.cosine_similarity(query[None].float(), W_E.float())[0]
+    return torch.sort(sims, descending=True, stable=True).indices[:k]
+
+
+@pytest.mark.parametrize("name, wrong, words", [
+    ("Embed", EmbedNamingTheLargestBadId, "should name '45'"),
+    ("PosEmbed", PosEmbedFloat32, "converted to float64"),
+    ("apply_rope", rope_capped_positions, "20,000 positions"),
+    ("apply_rope", rope_rotated_in_bfloat16, "rotated in float32"),
+    ("sinusoidal_shift_matrix", shift_matrix_clipped_k, "k = 3,000,001"),
+    ("nearest_neighbours", nearest_in_float32, "float64: six similarities"),
+], ids=lambda v: getattr(v, "__name__", None) if callable(v) else None)
+def test_chapter_2_last_round(name, wrong, words):
+    if isinstance(wrong, type):
+        wrong.__module__ = "learner"
+    text = message(name, wrong)
+    assert words in text, text

@@ -144,6 +144,18 @@ def _cases_Embed(seed: int) -> list[Case]:
         case = module_case({"d_vocab": 9, "d_model": 12}, weights, (tokens,), torch.randn(2, 7, 12, generator=g), label)
         case.mentions = (str(bad), "9")  # the exercise: the message names the id and d_vocab
         cases.append(case)
+    # several bad ids: the first in reading order (45) is neither the largest, the smallest, the
+    # last nor the first found column by column (31)
+    tokens = torch.tensor([[1, 0, 2, 5, 8, 3, 7, 6, 1, 4, 45, 2], [3, 31, 4, 57, 2, 6, 5, 1, 23, 0, 40, 4]])
+    case = module_case({"d_vocab": 9, "d_model": 12}, weights, (tokens,), torch.randn(2, 12, 12, generator=g),
+                       "several ids outside the vocabulary (the first is 45)")
+    case.mentions = ("45", "9")
+    cases.append(case)
+    # the module converted after it is built (model.double()): its output follows W_E's dtype
+    w64 = {"W_E": torch.randn(9, 12, generator=g, dtype=torch.float64)}
+    cases.append(module_case({"d_vocab": 9, "d_model": 12}, w64, (_tokens(g, 2, 3, 9),),
+                             torch.randn(2, 3, 12, generator=g, dtype=torch.float64),
+                             "the module converted to float64 (model.double())", dtype="float64"))
     ints = _tokens(g, 2, 3, 9).to(torch.int32)
     cases.append(module_case({"d_vocab": 9, "d_model": 12}, weights, (ints,), cotangent, "int32 ids (an integer dtype too)"))
     # shaped like W_E (d_vocab, d_model): indexed as they are, bool "ids" and uint8 ids would be
@@ -270,6 +282,11 @@ def _cases_PosEmbed(seed: int) -> list[Case]:
     case = module_case({"n_ctx": 6, "d_model": 13}, weights, (tokens,), torch.randn(1, 7, 13, generator=g), "seq one longer than n_ctx")
     case.mentions = ("7", "6")  # the exercise: the message names seq and n_ctx
     cases.append(case)
+    # the module converted after it is built (model.double()): its output follows W_pos's dtype
+    w64 = {"W_pos": torch.randn(6, 13, generator=g, dtype=torch.float64)}
+    cases.append(module_case({"n_ctx": 6, "d_model": 13}, w64, (torch.tensor([[3, 1, 4, 1, 5]]),),
+                             torch.randn(1, 5, 13, generator=g, dtype=torch.float64),
+                             "the module converted to float64 (model.double())", dtype="float64"))
     # positions do not depend on the ids: the same ids in another order, on the meta device too
     s = _sizes(rng)
     tokens = torch.randint(0, 3, (s["batch"], s["seq"]), generator=g)
@@ -428,6 +445,9 @@ def _cases_sinusoidal_shift_matrix(seed: int) -> list[Case]:
     # offsets across long contexts: angles k * w_i made in float32 are off by more than 1e-4
     cases.append(Case((100_000, 64), label="k = 100,000 (angles in float64)"))
     cases.append(Case((-30_000, 32), label="k = -30,000 (angles in float64)"))
+    # k is any integer: no clipping and no wrapping (k mod 2**20, say)
+    cases.append(Case((3_000_001, 8), label="k = 3,000,001"))
+    cases.append(Case((-(2**21 + 3), 6), label="k = -2,097,155"))
     return cases
 
 
@@ -489,6 +509,11 @@ def _cases_apply_rope(seed: int) -> list[Case]:
     cases.append(Case((torch.randn(1, 8200, 12, generator=g),), label="8,200 positions (angles in float64)"))
     # bfloat16 holds whole numbers exactly only up to 256: positions and angles are not made in it
     cases.append(Case((torch.randn(1, 300, 2, generator=g).to(torch.bfloat16),), label="bfloat16, 300 positions"))
+    # bfloat16 rotated in bfloat16 (not float32): cos * x - sin * y rounds twice, off by up to 0.25
+    cases.append(Case((3 * torch.randn(2, 512, 8, generator=g).to(torch.bfloat16),),
+                      label="bfloat16, 512 positions (rotated in float32)"))
+    # positions are 0 .. seq - 1 however long the sequence: no table capped at some length
+    cases.append(Case((torch.randn(1, 20_000, 2, generator=g),), label="20,000 positions"))
     meta = Case((torch.randn(2, 5, 8, generator=g),), label="the meta device (finds tensors made without device=)")
     meta.device = "meta"
     cases.append(meta)
@@ -638,6 +663,16 @@ def _cases_nearest_neighbours(seed: int) -> list[Case]:
     near[6] = query * (1 + 1e-3)  # the same direction: similarity 1
     near[2] = query + 1e-3 * torch.randn(4, generator=g)  # almost the same: a little less than 1
     cases.append(Case((query, near, 3), label="two almost equal similarities"))
+    # float64 similarities about 1e-12 apart, the most similar at the largest id: computed in
+    # float32 they are all 1 give or take a rounding, and come out in another order
+    query = torch.randn(4, generator=g, dtype=torch.float64)
+    rows = torch.randn(10, 4, generator=g, dtype=torch.float64)
+    side = torch.randn(4, generator=g, dtype=torch.float64)
+    side = side - (side @ query) / (query @ query) * query  # orthogonal to the query
+    side = side / side.norm() * query.norm()
+    for row in range(2, 8):  # row 7 most similar, row 2 least
+        rows[row] = query + (7 - row + 1) * 1e-6 * side  # cosine 1 - (angle^2) / 2, angles 1e-6 apart
+    cases.append(Case((query, rows, 6), label="float64: six similarities about 1e-12 apart, the largest id most similar"))
     cases.append(Case((torch.randn(6, generator=g), W_E, 11), label="k > d_vocab"))
     cases.append(Case((torch.randn(6, generator=g), W_E, -1), label="a negative k"))
     # rows shorter than 1e-8 in the query's direction: exercise 8 divides them by 1e-8, so they are
