@@ -196,9 +196,10 @@ def _rope(x, base=10000.0, cap=None, to_cpu=False):
         p = p % cap
     i = torch.arange(d // 2, dtype=torch.float64, device=device)
     a = p[:, None].double() * base ** (-2 * i / d)
-    c, s = a.cos().to(x.dtype), a.sin().to(x.dtype)
-    x0, x1 = x[..., 0::2], x[..., 1::2]
-    return torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], -1).flatten(-2)
+    work = torch.promote_types(x.dtype, torch.float32)  # half precision rotates in float32
+    c, s = a.cos().to(work), a.sin().to(work)
+    x0, x1 = x[..., 0::2].to(work), x[..., 1::2].to(work)
+    return torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], -1).flatten(-2).to(x.dtype)
 
 
 def test_rope_with_a_capped_position_table_fails():
