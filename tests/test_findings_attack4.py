@@ -150,3 +150,40 @@ def test_chapter_2_last_round(name, wrong, words):
         wrong.__module__ = "learner"
     text = message(name, wrong)
     assert words in text, text
+
+
+# --- chapter 3 ----------------------------------------------------------------------------------
+
+from solutions import attention as ref_attention  # noqa: E402
+
+
+class KVCacheWindow2048(ref_attention.KVCache):
+    """Keeps only the last 2,048 positions: the exercise says a cache has no size limit."""
+
+    def update(self, k, v):
+        keys, values = super().update(k, v)
+        return keys[..., -2048:, :], values[..., -2048:, :]
+
+
+def forward_cached_window_1024(attn, x_new, cache):
+    """Attends only to the last max(1024, seq_new) keys: the exercise says all of them."""
+    import einops
+
+    q = einops.einsum(x_new, attn.W_Q, "b s d, h d e -> b h s e") + attn.b_Q[:, None]
+    k = einops.einsum(x_new, attn.W_K, "b s d, h d e -> b h s e") + attn.b_K[:, None]
+    v = einops.einsum(x_new, attn.W_V, "b s d, h d e -> b h s e") + attn.b_V[:, None]
+    K, V = cache.update(k, v)
+    K, V = K[..., -max(1024, q.shape[-2]):, :], V[..., -max(1024, q.shape[-2]):, :]  # WRONG: a window
+    z = ref_attention.scaled_dot_product_attention(q, K, V, causal=True)
+    return einops.einsum(z, attn.W_O, "b h s e, h e d -> b s d") + attn.b_O
+
+
+@pytest.mark.parametrize("name, wrong, words", [
+    ("KVCache", KVCacheWindow2048, "9,100 positions"),
+    ("forward_cached", forward_cached_window_1024, "attends to all 1,100 keys"),
+], ids=lambda v: getattr(v, "__name__", None) if callable(v) else None)
+def test_chapter_3_last_round(name, wrong, words):
+    if isinstance(wrong, type):
+        wrong.__module__ = "learner"
+    text = message(name, wrong)
+    assert words in text, text

@@ -548,7 +548,7 @@ def _cases_KVCache(seed: int) -> list[Case]:
         # two caches alive at once (one per layer of a model), fed in turn: nothing is shared
         cache_case([kv(2), kv(1), kv(1)], beside=[kv(3), kv(1), kv(2)], label="two caches at once (one per layer)"),
         # no fixed capacity: past GPT-2's context of 1,024 positions (small heads keep it cheap)
-        cache_case([small(1000), small(1), small(99)], label="1,100 positions: a cache has no size limit"),
+        cache_case([small(9000), small(1), small(99)], label="9,100 positions: a cache has no size limit"),
         # a model run in half precision: the cache keeps the keys' dtype
         cache_case([kv(3, torch.float16), kv(1, torch.float16)], label="float16 keys and values"),
         cache_case([kv(2, torch.bfloat16), kv(1, torch.bfloat16)], label="bfloat16 keys and values"),
@@ -609,6 +609,10 @@ def _cases_forward_cached(seed: int) -> list[Case]:
     ]
     w = _attention_weights(g, 20, 4)
     cases.append(decoding_case(w, torch.randn(3, 6, 20, generator=g), [2, 1, 3], label="other sizes"))
+    # more than 1,024 keys: every new token attends to all of them (no window)
+    w = _attention_weights(g, 4, 2)
+    cases.append(decoding_case(w, torch.randn(1, 1100, 4, generator=g), [1090, 4, 6],
+                               label="1,100 positions: each new token attends to all 1,100 keys"))
     return cases
 
 
