@@ -330,7 +330,7 @@ def test_caches_that_share_their_lists_fail():
 
 def test_cache_with_a_fixed_capacity_fails():
     text = message("KVCache", KVCacheFixedCapacity)
-    assert "1,100 positions: a cache has no size limit" in text
+    assert "9,100 positions: a cache has no size limit" in text
 
 
 # --- exercise 10: forward_cached ------------------------------------------------------------------
