@@ -22,6 +22,7 @@ from solutions import embeddings as ref_embeddings
 from solutions import mlp as ref_mlp
 from solutions.checks import core
 from solutions.checks.core import Case, Mistake, Spec, difference
+from solutions.checks.mlp import float32_diagnosis, formula_only
 from solutions.checks.modules import built, built_args_driver, init_case, module_case, module_driver
 
 CHAPTER = "05_blocks"
@@ -172,9 +173,17 @@ class _LayerNormInPlace(_LayerNormBase):
         return x / torch.sqrt(var + self.eps) * self.w + self.b
 
 
-# the exercises: written from the formula, not with torch's own layer_norm / rms_norm
-_NORM_BY_HAND = ("write the normalisation from its formula (mean, variance, sqrt) with tensor operations: "
-                 "torch's {} is what the check compares with, not an answer.")
+# the exercises: written from the formula, with no torch normalisation function by any name (F.instance_norm
+# on x reshaped to (N, 1, d_model), or F.batch_norm on x.T, is layer norm too; F.rms_norm of x - mean as well)
+_NORM_FUNCTIONS = ("layer_norm", "rms_norm", "instance_norm", "batch_norm", "group_norm", "normalize")
+
+
+def _norm_by_hand(formula: str) -> dict[str, str]:
+    reason = (f"write the formula, {formula}, with tensor operations (mean, pow, sqrt): no torch normalisation "
+              f"function, whatever its name (F.layer_norm, F.rms_norm, F.instance_norm, F.batch_norm, F.group_norm, "
+              f"F.normalize, their nn modules): each computes the normalisation for you, and torch's own is what "
+              f"the check compares with.")
+    return {name: reason for name in _NORM_FUNCTIONS}
 
 
 class _RMSNormBase(torch.nn.Module):
@@ -220,12 +229,22 @@ _GPT2_LIKE = dict(norm="layernorm", mlp="gelu", positions="learned", bias=True)
 _LLAMA_LIKE = dict(norm="rmsnorm", mlp="swiglu", positions="rope", bias=False, layer_norm_eps=1e-6)
 
 
-def _block_case(g: torch.Generator, config: dict, batch: int, seq: int, label: str, scale: float = 1.0) -> Case:
+def _block_case(g: torch.Generator, config: dict, batch: int, seq: int, label: str, scale: float = 1.0,
+                dtype: torch.dtype | None = None) -> Case:
     weights = _draw_weights(_shapes_of(ref.TransformerBlock, config), g)
     x = scale * torch.randn(batch, seq, config["d_model"], generator=g)
     cotangent = torch.randn(batch, seq, config["d_model"], generator=g)
+    if dtype is not None:  # the block converted after it is built (block.double()), with weights and x in dtype
+        weights = {n: w.to(dtype) for n, w in weights.items()}
+        x, cotangent = x.to(dtype), cotangent.to(dtype)
     return module_case({"config": _config(**config)}, weights, (x,), cotangent, label,
-                       watch=("scaled_dot_product_attention",))
+                       watch=("scaled_dot_product_attention",), dtype=dtype)
+
+
+# The model's switches are independent: none may be read from another ("LLaMA has RoPE and no
+# biases", so rope = not bias). The configs of the block's and the model's cases together show
+# every pair of switches in all four combinations (a test keeps it so).
+SWITCHES = ("norm", "mlp", "positions", "bias")
 
 
 def _cases_TransformerBlock(seed: int) -> list[Case]:
@@ -237,18 +256,24 @@ def _cases_TransformerBlock(seed: int) -> list[Case]:
         _block_case(g, {**sizes, **_GPT2_LIKE}, 2, rng.randint(4, 7), "a GPT-2 block (LayerNorm, GELU MLP, biases)"),
         _block_case(g, {**sizes, **_LLAMA_LIKE, "rope_base": 500.0}, 3, rng.randint(4, 7),
                     "a LLaMA block (RMSNorm, SwiGLU, RoPE with rope_base 500, no biases)"),
-        # the switches are independent: none of them may be read from another
-        _block_case(g, {**sizes, "norm": "layernorm", "mlp": "swiglu", "positions": "learned", "bias": True}, 2, 5,
-                    "SwiGLU with learned positions and attention biases"),
-        _block_case(g, {**sizes, "norm": "rmsnorm", "mlp": "gelu", "positions": "rope", "bias": False,
-                        "rope_base": 50.0}, 2, 5, "RMSNorm with a GELU MLP, RoPE (rope_base 50), no biases"),
+        # the switches are independent: none of them may be read from another (with the two above,
+        # every pair of norm, mlp, positions, bias and fused in all four combinations)
+        _block_case(g, {**sizes, "norm": "layernorm", "mlp": "swiglu", "positions": "learned", "bias": False}, 2, 5,
+                    "SwiGLU with learned positions, no attention biases"),
+        _block_case(g, {**sizes, "norm": "rmsnorm", "mlp": "gelu", "positions": "rope", "bias": True,
+                        "rope_base": 50.0}, 2, 5, "RMSNorm with a GELU MLP, RoPE (rope_base 50) with attention biases"),
         # eps of order the variance: a norm built without config.layer_norm_eps shows
         _block_case(g, {**sizes, **_GPT2_LIKE, "layer_norm_eps": 0.05, "fused": True}, 2, 5,
                     "small inputs, layer_norm_eps = 0.05, fused attention", scale=0.2),
-        _block_case(g, {**sizes, "norm": "rmsnorm", "mlp": "gelu", "positions": "learned", "bias": True,
-                        "layer_norm_eps": 0.02, "fused": True}, 2, 4, "RMSNorm with a GELU MLP, fused attention", scale=0.2),
-        _block_case(g, {**sizes, "norm": "layernorm", "mlp": "swiglu", "positions": "rope", "bias": False}, 2, 6,
-                    "LayerNorm with SwiGLU and RoPE"),
+        _block_case(g, {**sizes, "norm": "rmsnorm", "mlp": "gelu", "positions": "learned", "bias": False,
+                        "layer_norm_eps": 0.02, "fused": True}, 2, 4,
+                    "RMSNorm with a GELU MLP, learned positions, no biases, fused attention", scale=0.2),
+        _block_case(g, {**sizes, "norm": "layernorm", "mlp": "swiglu", "positions": "rope", "bias": True, "fused": True},
+                    2, 6, "LayerNorm with SwiGLU, RoPE with attention biases, fused attention"),
+        # converted after it is built: a block that computes in float32 and converts back shows at
+        # float64's tolerance
+        _block_case(g, {**sizes, "norm": "rmsnorm", "mlp": "swiglu", "positions": "rope", "bias": True}, 2, 5,
+                    "the block converted to float64 (block.double()), float64 input", dtype=torch.float64),
     ]
     meta = _block_case(g, {**sizes, **_GPT2_LIKE}, 2, 3, "the meta device (finds tensors made without device=)")
     meta.device = "meta"
@@ -316,6 +341,32 @@ class _BlockDefaultEps(torch.nn.Module):
     forward = ref.TransformerBlock.forward
 
 
+class _BlockSwitchFrom(ref.TransformerBlock):
+    """attn built with one switch read from another (``bias`` from positions, ``rope`` from bias)."""
+
+    def __init__(self, config, bias=lambda c: c.bias, rope=lambda c: c.positions == "rope"):
+        torch.nn.Module.__init__(self)
+        Norm = ref.LayerNorm if config.norm == "layernorm" else ref.RMSNorm
+        self.ln1 = Norm(config.d_model, config.layer_norm_eps)
+        self.ln2 = Norm(config.d_model, config.layer_norm_eps)
+        self.attn = ref.CausalSelfAttention(config.d_model, config.n_heads, bias=bias(config), rope=rope(config),
+                                            rope_base=config.rope_base, fused=config.fused)
+        self.mlp = (ref_mlp.MLP if config.mlp == "gelu" else ref_mlp.SwiGLU)(config.d_model, config.d_mlp)
+
+
+def _switch_from(**reads) -> type:
+    # named TransformerBlock: a message about its parameters is then word for word the learner's
+    return type("TransformerBlock", (_BlockSwitchFrom,), {
+        "__init__": lambda self, config: _BlockSwitchFrom.__init__(self, config, **reads)})
+
+
+_BlockBiasFromPositions = _switch_from(bias=lambda c: c.positions == "learned")
+_BlockRopeFromBias = _switch_from(rope=lambda c: not c.bias)
+_SWITCH_HINT = ("read each switch from its own field: bias=config.bias and rope=config.positions == \"rope\". GPT-2 "
+                "has learned positions and biases and LLaMA RoPE and none, but a config may mix them: no switch "
+                "follows from another.")
+
+
 # --- 4. GPT -------------------------------------------------------------------------------------
 
 
@@ -343,15 +394,17 @@ def _cases_GPT(seed: int) -> list[Case]:
                 n_ctx=rng.randint(7, 9), n_layers=2)
     gpt2 = {**base, **_GPT2_LIKE, "tie_embeddings": True}
     llama = {**base, **_LLAMA_LIKE, "tie_embeddings": False, "d_model": 8, "n_heads": 2}
+    # the switches are independent: none of them may be read from another (these six show every
+    # pair of norm, mlp, positions, bias and tie_embeddings in all four combinations)
     cases = [
         _gpt_case(g, gpt2, 2, rng.randint(4, 6), "GPT-2's switches, tied embeddings"),
-        _gpt_case(g, {**gpt2, "tie_embeddings": False, "n_layers": 1}, 2, base["n_ctx"],
-                  "learned positions, its own W_U, a sequence of exactly n_ctx"),
+        _gpt_case(g, {**gpt2, "mlp": "swiglu", "bias": False, "tie_embeddings": False, "n_layers": 1}, 2, base["n_ctx"],
+                  "learned positions with SwiGLU and no biases, its own W_U, a sequence of exactly n_ctx"),
         _gpt_case(g, llama, 3, rng.randint(4, 6), "LLaMA's switches (RMSNorm, SwiGLU, RoPE, no biases, untied)"),
-        _gpt_case(g, {**llama, "tie_embeddings": True, "n_layers": 3}, 2, 5, "RoPE with tied embeddings, 3 layers"),
-        # the switches are independent: none of them may be read from another
-        _gpt_case(g, {**gpt2, "norm": "rmsnorm", "layer_norm_eps": 0.5, "tie_embeddings": False}, 2, 5,
-                  "RMSNorm with learned positions, untied, layer_norm_eps = 0.5"),
+        _gpt_case(g, {**llama, "bias": True, "tie_embeddings": True, "n_layers": 3}, 2, 5,
+                  "RoPE with attention biases and tied embeddings, 3 layers"),
+        _gpt_case(g, {**gpt2, "norm": "rmsnorm", "bias": False, "layer_norm_eps": 0.5}, 2, 5,
+                  "RMSNorm with learned positions, no biases, tied, layer_norm_eps = 0.5"),
         _gpt_case(g, {**llama, "norm": "layernorm", "mlp": "gelu", "bias": True, "layer_norm_eps": 0.5,
                       "rope_base": 100.0}, 2, 5, "LayerNorm and GELU with RoPE (rope_base 100), layer_norm_eps = 0.5"),
     ]
@@ -457,9 +510,14 @@ _GPT_SLIPS = [
 
 def _slip_diagnosis(slips: list) -> Any:
     """A ``diagnose`` that names the first of ``slips`` (wrong class, hint) whose result on the
-    failing case is the learner's, within the spec's tolerance: a fact about this case alone."""
+    failing case is the learner's, within the spec's tolerance: a fact about this case alone; and
+    on a float64 case, a result right to float32's precision only (computed in float32)."""
+    in_float32 = float32_diagnosis((2e-4, 5e-5))
 
     def diagnose(case: Case, actual: Any, expected: Any) -> Optional[str]:
+        return _slip(case, actual, expected) or in_float32(case, actual, expected)
+
+    def _slip(case: Case, actual: Any, expected: Any) -> Optional[str]:
         weights = case.args[1]
         hints_wanted = getattr(core, "_HINTS", [True])[-1]  # off while mutation testing: verdicts only
         if not hints_wanted or not weights or not isinstance(actual, dict) or case.device == "meta":
@@ -568,6 +626,12 @@ def _cases_split_c_attn(seed: int) -> list[Case]:
     case = Case((torch.randn(12, 36, generator=g), torch.randn(12, generator=g), 3), label="b of the wrong length")
     case.mentions = ("(36,)", "(12,)")
     cases.append(case)
+    # the right number of values in the wrong shape: b's shape must be checked, not its numel
+    for shape in ((36, 1), (1, 36)):
+        case = Case((torch.randn(12, 36, generator=g), torch.randn(*shape, generator=g), 3),
+                    label=f"b of shape {shape}: 36 numbers, but not (36,)")
+        case.mentions = ("(36,)", str(shape))
+        cases.append(case)
     # the rows fit b (d_model = 12) but the columns are not 3 d_model: W.shape[1] must be checked too
     case = Case((torch.randn(12, 40, generator=g), torch.randn(36, generator=g), 3),
                 label="W of 40 columns with b of 36 = 3 * 12 numbers")
@@ -652,7 +716,7 @@ SPECS = [
                     "input does not require grad: the caller's tensor, the residual stream of the block, changes "
                     "too. Compute a new tensor: x = x - mean.", _LayerNormInPlace),
         ],
-        forbids={"layer_norm": _NORM_BY_HAND.format("F.layer_norm (nn.LayerNorm)")},
+        forbids=_norm_by_hand("(x - mean) / sqrt(var + eps) * w + b"),
     ),
     Spec(
         name="RMSNorm",
@@ -668,7 +732,7 @@ SPECS = [
             Mistake("eps 1e-5", "RMSNorm's default eps is 1e-6 (LLaMA's), not LayerNorm's 1e-5.", _RMSNormLayerNormEps),
             Mistake("wrong axis", "the mean of the squares is over each position's d_model numbers: the last axis, dim=-1.", _RMSNormWrongAxis),
         ],
-        forbids={"rms_norm": _NORM_BY_HAND.format("F.rms_norm (nn.RMSNorm)")},
+        forbids=_norm_by_hand("x / sqrt(mean(x**2) + eps) * w"),
     ),
     Spec(
         name="TransformerBlock",
@@ -689,6 +753,8 @@ SPECS = [
             Mistake("parallel", "the MLP reads the stream *after* attention has added to it: compute x = x + attn(ln1(x)) "
                     "first, then x + mlp(ln2(x)).", _BlockParallel),
             Mistake("default eps", "build the norms with config.layer_norm_eps, not their default eps.", _BlockDefaultEps),
+            Mistake("bias from positions", _SWITCH_HINT, _BlockBiasFromPositions),
+            Mistake("rope from bias", _SWITCH_HINT, _BlockRopeFromBias),
         ],
         diagnose=_slip_diagnosis(_BLOCK_SLIPS),
         points=2,
@@ -731,6 +797,7 @@ SPECS = [
             Mistake("no ln_final", "count ln_final too: one norm after the last block.", _counter(no_final_norm=True)),
             Mistake("three biases", "attention has four biases of d_model numbers each: b_Q, b_K, b_V and b_O.", _counter(three_biases=True)),
         ],
+        forbids=formula_only("the model"),
     ),
     Spec(
         name="split_c_attn",

@@ -18,6 +18,7 @@ Families (the argument is changed as said; "some" is about a quarter of the entr
 ========== =================================================================================
 zeros      some entries exactly 0 (and some -0.0)
 inf        some entries +inf and some -inf
+nan        some entries nan (an elementwise function whose formula gives nan there must too)
 neg_inf    some entries -inf, never a whole last-axis row (masked scores)
 large      every entry times 1e3 (softmax of such rows is one-hot; squares reach 1e6)
 shift      every entry minus 1e4: large negative values with the same differences
@@ -63,6 +64,10 @@ def _inf(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.where(pick, inf, x)
 
 
+def _nan(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return x.masked_fill(_some(x.shape, g), float("nan"))
+
+
 def _neg_inf(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     pick = _some(x.shape, g, 0.35)
     if x.dim() > 0 and x.shape[-1] > 0:
@@ -82,6 +87,7 @@ def _last_tie(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 FAMILIES: dict[str, tuple[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]]] = {
     "zeros": ("some entries exactly 0 or -0.0", _zeros),
     "inf": ("some entries +inf or -inf", _inf),
+    "nan": ("some entries nan", _nan),
     "neg_inf": ("some entries -inf (never a whole row)", _neg_inf),
     "large": ("values near +-1e3", lambda x, g: x * 1e3),
     "shift": ("every value minus 1e4", lambda x, g: x - 1e4),

@@ -14,6 +14,7 @@ import random
 import torch
 
 from solutions import mlp as ref
+from solutions.checks import core
 from solutions.checks.core import Case, Mistake, Spec
 from solutions.checks.modules import init_case, module_case, module_driver, probe_case, probe_driver
 
@@ -46,8 +47,9 @@ def _cases_activation(seed: int) -> list[Case]:
 
 def _no_exact_zero(case: Case) -> bool:
     """Whether relu's gradient is compared on this case: at exactly 0 right answers differ
-    (torch.maximum gives 0.5, clamp and where give 0 or 1), so cases holding a 0 are left out."""
-    return not any(isinstance(a, torch.Tensor) and bool((a == 0).any()) for a in case.args)
+    (torch.maximum gives 0.5, clamp and where give 0 or 1), and so they do at nan (maximum passes
+    the gradient on, F.relu and clamp give 0), so cases holding a 0 or a nan are left out."""
+    return not any(isinstance(a, torch.Tensor) and bool(((a == 0) | a.isnan()).any()) for a in case.args)
 
 
 # what the exercises ask to write by hand, and why (the notebook says which calls are not allowed)
@@ -56,9 +58,10 @@ _RELU_BY_HAND = {"relu": "write ReLU from its formula, max(x, 0), with tensor op
 _GELU_BY_HAND = {"gelu": "write GELU from its formula (with torch.erf for the exact form, torch.tanh for GPT-2's); "
                          "F.gelu is what the check compares with, not an answer."}
 # families of special values each activation admits: relu is defined at +-inf (0 and inf), the
-# GELUs at large values (their formulas give nan at -inf: 0 * inf); every float dtype keeps its dtype
-_RELU_FAMILIES = {0: ("inf", "zeros", "large", "float16", "bfloat16", "huge64")}
-_GELU_FAMILIES = {0: ("large", "float16", "bfloat16", "huge64")}
+# GELUs at large values (their formulas give nan at -inf: 0 * inf); every float dtype keeps its
+# dtype; nan stays nan (as F.relu and F.gelu give: a diverged activation must not be hidden)
+_RELU_FAMILIES = {0: ("inf", "zeros", "large", "float16", "bfloat16", "huge64", "nan")}
+_GELU_FAMILIES = {0: ("large", "float16", "bfloat16", "huge64", "nan")}
 
 
 def _gelu_exact_form(x: torch.Tensor) -> torch.Tensor:
@@ -80,6 +83,10 @@ def _relu_leaky(x: torch.Tensor) -> torch.Tensor:
 
 def _relu_times_mask(x: torch.Tensor) -> torch.Tensor:
     return x * (x > 0)  # -inf * 0 = nan
+
+
+def _relu_nan_to_zero(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x > 0, x, torch.zeros_like(x))  # nan > 0 is False: nan becomes 0
 
 
 _EXACT_NOT_TANH = "this is the exact GELU (with erf); the exercise asks for GPT-2's tanh approximation."
@@ -133,8 +140,22 @@ def _cases_MLP(seed: int) -> list[Case]:
     case = module_case({"d_model": 9}, _mlp_weights(g, 9, 36), (wrong,), torch.randn(2, 4, 9, generator=g), "x whose last axis is not d_model")
     case.mentions = ("12", "9")  # the exercise: the message names both sizes
     cases.append(case)
+    cases.append(_float64_case(g, rng, _mlp_weights, 4))
     cases.append(init_case({"d_model": 300, "d_mlp": 400}, "the initial parameters: N(0, 0.02^2) weights, zero biases", seed))
     return _with_attributes(cases)
+
+
+def _float64_case(g: torch.Generator, rng: random.Random, draw, ratio: int) -> Case:
+    """The module converted to float64 after it is built (``module.double()``), with float64
+    weights and input: compared at float64's own tolerance, so an answer that computes in float32
+    and converts back (``.float()`` ... ``.to(x.dtype)``) shows its float32 rounding (1e-6 and more)."""
+    s = _sizes(rng)
+    d_mlp = ratio * s["d_model"]
+    weights = {n: w.double() for n, w in draw(g, s["d_model"], d_mlp).items()}
+    x = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g, dtype=torch.float64)
+    cotangent = torch.randn(s["batch"], s["seq"], s["d_model"], generator=g, dtype=torch.float64)
+    return module_case({"d_model": s["d_model"], "d_mlp": d_mlp}, weights, (x,), cotangent,
+                       "the module converted to float64 (module.double()), float64 input", dtype="float64")
 
 
 class _MLPBase(torch.nn.Module):
@@ -344,6 +365,21 @@ def _changed_only_there(module, x, position):
 # --- 6. mlp_param_count -----------------------------------------------------------------------
 
 
+# the exercise: the count comes from the formula, no module is built. Building one (even on the
+# meta device) creates its parameters through torch's factories and initialisers, which the check
+# watches; the answer itself needs no torch at all
+_BUILD_CALLS = ("empty", "zeros", "ones", "full", "rand", "randn", "randint", "normal", "uniform",
+                "trunc_normal", "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal", "numel")
+
+
+def formula_only(what: str) -> dict[str, str]:
+    """``Spec.forbids`` for a parameter count (chapter 5's count_parameters too)."""
+    reason = (f"compute the count from the formula, with integer arithmetic on the sizes: do not build {what} "
+              f"and count its parameters, not even on the meta device (a large model's weights fill gigabytes, "
+              f"and a count read off a built module is only as right as the class that was built).")
+    return {name: reason for name in _BUILD_CALLS}
+
+
 def _cases_mlp_param_count(seed: int) -> list[Case]:
     rng = random.Random(seed)
     cases = [
@@ -354,6 +390,7 @@ def _cases_mlp_param_count(seed: int) -> list[Case]:
         Case((4, 0), label="d_mlp=0"),
         Case((-2, 8), label="a negative size"),
         Case((4, -3), label="a negative d_mlp"),
+        Case((-2, -8), label="both sizes negative (their product is positive)"),
     ]
     for _ in range(4):
         cases.append(Case((rng.randint(2, 999), rng.randint(2, 4999)), label="random sizes"))
@@ -406,6 +443,7 @@ def _cases_SwiGLU(seed: int) -> list[Case]:
     case = module_case({"d_model": 8, "d_mlp": 16}, _swiglu_weights(g, 8, 16), (wrong,), torch.randn(2, 4, 8, generator=g), "x whose last axis is not d_model")
     case.mentions = ("11", "8")
     cases.append(case)
+    cases.append(_float64_case(g, rng, _swiglu_weights, 2))
     cases.append(init_case({"d_model": 300, "d_mlp": 400}, "the initial weights: N(0, 0.02^2)", seed))
     return _with_attributes(cases)
 
@@ -453,6 +491,29 @@ class _SwiGLUNoRounding(_SwiGLUBase):
     round_up = False
 
 
+_FLOAT32_HINT = ("the result agrees with the reference only to float32's precision: the module computes in float32 "
+                 "and converts back. After module.double() its parameters and the input are float64, and the result "
+                 "must be the formula computed in float64 (no .float(), no float32 tensors in forward).")
+
+
+def float32_diagnosis(tolerance: tuple[float, float] = (1e-4, 1e-5)):
+    """A ``diagnose`` for module cases in float64 (:func:`_float64_case`): where the learner's result
+    is off at float64's tolerance but within float32's (``tolerance``), the module computed in
+    float32 and converted back (a fact about this case: the two float64 computations of the
+    formula agree to 1e-9)."""
+
+    def diagnose(case: Case, actual, expected):
+        if case.kwargs.get("dtype") != "float64" or not isinstance(actual, dict):
+            return None
+        try:
+            near = core.difference(actual, expected, tolerance={"float64": tolerance}) is None
+        except Exception:  # a diagnosis never fails a check; it only finds no hint
+            return None
+        return _FLOAT32_HINT if near else None
+
+    return diagnose
+
+
 # ----------------------------------------------------------------------------------------------
 
 _MODULE_DIMS = ("batch", "seq", "d_model")
@@ -467,6 +528,9 @@ SPECS = [
             Mistake("leaky", "ReLU is exactly 0 for negative inputs, not a small slope.", _relu_leaky),
             Mistake("times a mask", "x * (x > 0) is nan at x = -inf (-inf * 0), where max(x, 0) is 0: choose "
                     "between x and 0 (torch.maximum, torch.where) instead of multiplying.", _relu_times_mask),
+            Mistake("nan to zero", "nan stays nan: max(nan, 0) is nan, as F.relu gives, so that a diverged "
+                    "activation is not hidden; torch.where(x > 0, x, 0) turns nan into 0 (nan > 0 is False). "
+                    "torch.maximum keeps nan.", _relu_nan_to_zero),
         ],
         # the gradient at exactly 0 differs between right answers (maximum: 0.5; clamp, where: 0 or 1)
         gradients=_no_exact_zero,
@@ -515,6 +579,7 @@ SPECS = [
             Mistake("no b_out", "add b_out after the second layer.", _MLPNoOutBias),
             Mistake("d_mlp", "d_mlp defaults to 4 * d_model (the usual width, Vaswani et al. 2017).", _MLPTwice),
         ],
+        diagnose=float32_diagnosis(),
         points=2,
     ),
     Spec(
@@ -544,6 +609,7 @@ SPECS = [
             Mistake("no biases", "count the biases too: b_in has d_mlp numbers and b_out d_model.", _count_no_biases),
             Mistake("one matrix", "there are two weight matrices, W_in and W_out.", _count_one_matrix),
         ],
+        forbids=formula_only("the module"),
     ),
     Spec(
         name="SwiGLU",
@@ -557,6 +623,7 @@ SPECS = [
             Mistake("sigmoid", "the gate is silu(z) = z * sigmoid(z), not sigmoid(z) alone.", _SwiGLUSigmoid),
             Mistake("no rounding", "LLaMA rounds int(8 d_model / 3) up to a multiple of 256.", _SwiGLUNoRounding),
         ],
+        diagnose=float32_diagnosis((2e-4, 5e-5)),
         forbids={"silu": "write SiLU from its formula, z * torch.sigmoid(z): F.silu and nn.SiLU are what the check "
                          "compares with, not an answer."},
         points=2,

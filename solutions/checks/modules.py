@@ -194,17 +194,50 @@ class _EmptyIsNaN(TorchFunctionMode):
 
 
 def _initialisation(cls: Any, init: dict) -> dict:
-    """Each parameter's rounded statistics, and whether it changes with the seed."""
+    """Each parameter's rounded statistics, and whether it changes with the seed.
+
+    Raises :class:`ParameterMismatch` when the two modules built here share the memory of a
+    parameter (a tensor cached between builds, a module-level constant): every module must own its
+    parameters, or training or loading one changes the others."""
     seed = torch.initial_seed()
     with _EmptyIsNaN():
         first = cls(**build_init(init))
         torch.manual_seed(seed + 1)
         second = cls(**build_init(init))
+    _shares_parameters(getattr(cls, "__name__", "module"), first, second)
     moved = {
         n: not torch.equal(p.detach(), q.detach())
         for (n, p), (_, q) in zip(first.named_parameters(), second.named_parameters())
     }
     return {"init": _init_statistics(first), "changes_with_seed": moved, "copies": _copies(first)}
+
+
+def _storage(p: torch.Tensor) -> Optional[int]:
+    """Where a parameter's numbers live (its storage, shared by every view of it), or None where
+    there is nothing to share (no numbers, the meta device)."""
+    if p.numel() == 0 or p.device.type == "meta":
+        return None
+    return p.untyped_storage().data_ptr()
+
+
+def _shares_parameters(name: str, first: torch.nn.Module, second: torch.nn.Module) -> None:
+    """Raise :class:`ParameterMismatch` naming the first parameter of ``first`` whose memory is also
+    a parameter's of ``second``, another module built from the same config."""
+    theirs: dict[int, str] = {}
+    for n, q in second.named_parameters():
+        where = _storage(q)
+        if where is not None:
+            theirs.setdefault(where, n)
+    for n, p in first.named_parameters():
+        other = theirs.get(_storage(p)) if _storage(p) is not None else None
+        if other is not None:
+            also = "" if other == n else f" (the other's {other})"
+            raise ParameterMismatch(
+                f"two {name}s built one after the other share the tensor of {n}{also}: create each parameter "
+                f"afresh in __init__ (nn.Parameter(torch.zeros(...))), not from a tensor kept outside the module "
+                f"(a cache, a module-level constant, a default argument). nn.Parameter does not copy, so "
+                f"training or loading one {name} would change every other one, the blocks of a model included."
+            )
 
 
 def _copies(module: torch.nn.Module) -> dict[str, bool]:
