@@ -187,3 +187,50 @@ def test_chapter_3_last_round(name, wrong, words):
         wrong.__module__ = "learner"
     text = message(name, wrong)
     assert words in text, text
+
+
+# --- initialisation: copies inside one parameter (chapters 2-4) ---------------------------------
+
+from solutions import mlp as ref_mlp  # noqa: E402
+
+
+class EmbedDuplicateRows(ref_embeddings.Embed):
+    """Row j + d_vocab/2 starts as a copy of row j: not independent N(0, 0.02^2) draws."""
+
+    def __init__(self, d_vocab, d_model):
+        super().__init__(d_vocab, d_model)
+        with torch.no_grad():
+            half = d_vocab // 2
+            self.W_E[half: 2 * half] = self.W_E[:half]
+
+
+class AttentionIdenticalHeads(ref_attention.Attention):
+    """Every head starts as a copy of head 0: equal gradients keep them copies."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        with torch.no_grad():
+            for W in (self.W_Q, self.W_K, self.W_V, self.W_O):
+                W[1:] = W[:1]
+
+
+class MLPDuplicateHiddenUnits(ref_mlp.MLP):
+    """Hidden unit j + d_mlp/2 starts as a copy of unit j."""
+
+    def __init__(self, d_model, d_mlp=None):
+        super().__init__(d_model, d_mlp)
+        with torch.no_grad():
+            half = self.W_in.shape[1] // 2
+            self.W_in[:, half: 2 * half] = self.W_in[:, :half]
+            self.W_out[half: 2 * half] = self.W_out[:half]
+
+
+@pytest.mark.parametrize("name, wrong, words", [
+    ("Embed", EmbedDuplicateRows, ".W_E starts with two equal slices along axis 0"),
+    ("Attention", AttentionIdenticalHeads, "starts with two equal slices along axis 0"),
+    ("MLP", MLPDuplicateHiddenUnits, ".W_in starts with two equal slices along axis 1"),
+], ids=lambda v: getattr(v, "__name__", None) if callable(v) else None)
+def test_copies_inside_one_parameter_are_named(name, wrong, words):
+    wrong.__module__ = "learner"
+    text = message(name, wrong)
+    assert words in text, text

@@ -205,11 +205,39 @@ def _initialisation(cls: Any, init: dict) -> dict:
         torch.manual_seed(seed + 1)
         second = cls(**build_init(init))
     _shares_parameters(getattr(cls, "__name__", "module"), first, second)
+    _repeats_within(getattr(cls, "__name__", "module"), first)
     moved = {
         n: not torch.equal(p.detach(), q.detach())
         for (n, p), (_, q) in zip(first.named_parameters(), second.named_parameters())
     }
     return {"init": _init_statistics(first), "changes_with_seed": moved, "copies": _copies(first)}
+
+
+def _repeats_within(name: str, module: torch.nn.Module) -> None:
+    """Raise :class:`ParameterMismatch` when a randomly drawn parameter holds two equal slices
+    along one of its axes (two rows of W_E, two hidden units of an MLP, two heads): independent
+    draws are never equal, and copies get equal gradients, so they would stay copies in training.
+    Constant parameters (zeros, ones) are what they are meant to be and are left alone."""
+    for pname, p in module.named_parameters():
+        values = p.detach()
+        if values.ndim < 2 or values.numel() < 4 or values.device.type == "meta" or not values.is_floating_point():
+            continue
+        if not bool(torch.isfinite(values).all()) or bool((values == values.flatten()[0]).all()):
+            continue
+        for axis in range(values.ndim):
+            size = values.shape[axis]
+            if size < 2:
+                continue
+            slices = values.movedim(axis, 0).reshape(size, -1)
+            if torch.unique(slices, dim=0).shape[0] < size:
+                order = torch.argsort(slices[:, 0], stable=True)
+                pairs = [(int(a), int(b)) for a, b in zip(order[:-1], order[1:]) if torch.equal(slices[a], slices[b])]
+                i, j = sorted(pairs[0]) if pairs else (0, 1)
+                raise ParameterMismatch(
+                    f"{name}.{pname} starts with two equal slices along axis {axis} (index {i} and {j} hold the "
+                    f"same numbers): draw every number on its own (one torch.randn of the whole shape); "
+                    f"copies get equal gradients, so they would stay copies in training."
+                )
 
 
 def _storage(p: torch.Tensor) -> Optional[int]:
