@@ -234,3 +234,36 @@ def test_copies_inside_one_parameter_are_named(name, wrong, words):
     wrong.__module__ = "learner"
     text = message(name, wrong)
     assert words in text, text
+
+
+# --- chapter 4 ----------------------------------------------------------------------------------
+
+
+def relu_by_abs(x):
+    """(x + |x|) / 2: x + |x| overflows to inf near the largest float (3e38 in float32)."""
+    return (x + x.abs()) / 2
+
+
+def mlp_param_count_in_floats(d_model, d_mlp):
+    """The formula in floats: past 2**53 the count is rounded."""
+    if d_model < 1 or d_mlp < 1:
+        raise ValueError(f"d_model and d_mlp must be at least 1, got {d_model} and {d_mlp}")
+    return int(2.0 * d_model * d_mlp + d_mlp + d_model)
+
+
+def changed_positions_adding_in_float32(module, x, position):
+    """Adds 1.0 in float32 and converts back: a float64 1e20 comes back as 1.00000002e20."""
+    copy = x.clone()
+    copy[:, position] = (copy[:, position].float() + 1.0).to(x.dtype)
+    with torch.no_grad():
+        return (module(x) != module(copy)).any(dim=-1)
+
+
+@pytest.mark.parametrize("name, wrong, words", [
+    ("relu", relu_by_abs, "near float32's largest"),
+    ("mlp_param_count", mlp_param_count_in_floats, "beyond 2**53"),
+    ("changed_positions", changed_positions_adding_in_float32, "float64 inputs of 1e20"),
+], ids=lambda v: getattr(v, "__name__", None) if callable(v) else None)
+def test_chapter_4_last_round(name, wrong, words):
+    text = message(name, wrong)
+    assert words in text, text

@@ -45,6 +45,15 @@ def _cases_activation(seed: int) -> list[Case]:
     return cases
 
 
+def _cases_relu(seed: int) -> list[Case]:
+    """The activations' cases, and values near the largest float32 and float16 numbers: "every
+    float" includes them, and (x + |x|) / 2 overflows there where max(x, 0) does not."""
+    return _cases_activation(seed) + [
+        Case((torch.tensor([3e38, -3e38, 2e38, 1.0]),), label="values near float32's largest (3.4e38)"),
+        Case((torch.tensor([40000.0, -40000.0, 60000.0, 0.5]).half(),), label="float16 values near its largest (65504)"),
+    ]
+
+
 def _no_exact_zero(case: Case) -> bool:
     """Whether relu's gradient is compared on this case: at exactly 0 right answers differ
     (torch.maximum gives 0.5, clamp and where give 0 or 1), and so they do at nan (maximum passes
@@ -284,6 +293,11 @@ def _contract_cases(rng: random.Random, g: torch.Generator) -> list[Case]:
     # rule 4, exactly, in the module's own dtype: float64 moves that float32 cannot hold
     x = 1 + torch.rand(batch, seq, d, generator=g, dtype=torch.float64)
     cases.append(probe_case("fainter mix", {}, x, p, label=f"float64: a layer that moves the next position by 1e-9, position {p}"))
+    # rule 2 in x's own dtype: float64 inputs of 1e20, where adding 1.0 changes nothing (made in
+    # float32 and converted back, 1e20 comes back as 1.00000002e20)
+    x = torch.randn(batch, seq, d, generator=g, dtype=torch.float64)
+    x[:, p] = 1e20
+    cases.append(probe_case("relu", {}, x, p, label=f"float64 inputs of 1e20 at position {p} (adding 1.0 changes nothing)"))
     # rule 4, with !=: -0.0 != 0.0 is False (the bits differ, the numbers do not)
     x = torch.randn(batch, seq, d, generator=g)
     x[:, p, 0] = -0.5
@@ -391,6 +405,8 @@ def _cases_mlp_param_count(seed: int) -> list[Case]:
         Case((-2, 8), label="a negative size"),
         Case((4, -3), label="a negative d_mlp"),
         Case((-2, -8), label="both sizes negative (their product is positive)"),
+        # beyond 2**53 a float holds no exact count: the formula in Python ints
+        Case((10**9 + 1, 3 * 10**9 + 7), label="sizes of a billion (a count beyond 2**53)"),
     ]
     for _ in range(4):
         cases.append(Case((rng.randint(2, 999), rng.randint(2, 4999)), label="random sizes"))
@@ -523,7 +539,7 @@ SPECS = [
         name="relu",
         chapter=CHAPTER,
         reference=ref.relu,
-        make_cases=_cases_activation,
+        make_cases=_cases_relu,
         mistakes=[
             Mistake("leaky", "ReLU is exactly 0 for negative inputs, not a small slope.", _relu_leaky),
             Mistake("times a mask", "x * (x > 0) is nan at x = -inf (-inf * 0), where max(x, 0) is 0: choose "
