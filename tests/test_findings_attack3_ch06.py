@@ -38,7 +38,7 @@ def _lsm(logits):
 def _windows(data, starts, seq):
     n = data.shape[0]
     hi = n - seq - 1
-    if starts.numel() and (starts.min() < 0 or starts.max() > hi):
+    if starts.numel() and (starts.min() < 0 or starts.long().max() > hi):
         raise ValueError(f"every start must be in 0..{hi} (n - seq - 1)")
     pos = starts.to(data.device)[:, None] + torch.arange(seq, device=data.device)
     return data[pos].long(), data[pos + 1].long()
@@ -405,8 +405,8 @@ def top_p_negative(logits, p):
     if p == 0 or p > 1:  # WRONG: negative p slips through
         raise ValueError("p must be in (0, 1]")
     probs = torch.softmax(logits, -1)
-    sp, si = torch.sort(probs, -1, descending=True)
-    sl = torch.gather(logits, -1, si)
+    sl, si = torch.sort(logits, -1, descending=True)  # sorted by logit: ties are between logits
+    sp = torch.gather(probs, -1, si)
     n = ((torch.cumsum(sp, -1) - sp) < p).sum(-1, keepdim=True)
     cut = torch.gather(sl, -1, (n - 1).clamp(min=0))
     return logits.masked_fill(logits < cut, float("-inf"))

@@ -119,6 +119,8 @@ class Spec:
     uses: dict[str, Callable] = field(default_factory=dict)
     # the order of a returned dict's keys is part of the answer (e.g. merges in learned order)
     ordered: bool = False
+    # the statement promises a Python float: an int is refused (elsewhere an int is a float)
+    float_not_int: bool = False
     # (rtol, atol) for this exercise's floats and float32 (and half) tensors, instead of the
     # defaults; float64 tensors keep float64's own unless ``tolerance64`` says otherwise (a
     # tolerance widened for float32's rounding would let float32 computations pass as float64)
@@ -570,6 +572,7 @@ def difference(
     tolerance: Optional[tuple[float, float]] = None,
     dims: Optional[tuple[str, ...]] = None,
     names: Optional[tuple[str, ...]] = None,
+    float_not_int: bool = False,
 ) -> Optional[str]:
     """The first difference between two values as a sentence, or None if they match.
 
@@ -579,7 +582,7 @@ def difference(
     result's "output"), used in shape messages. ``names``: what the items of a returned tuple or
     list mean, used instead of "item i" at the top level.
     """
-    again = dict(ordered=ordered, tolerance=tolerance)
+    again = dict(ordered=ordered, tolerance=tolerance, float_not_int=float_not_int)
     if isinstance(expected, Unsupported):
         raise TypeError(f"the reference returned {expected!r}, which a check cannot compare: a bug in the spec")
     if _is_tensor(expected):
@@ -613,9 +616,9 @@ def difference(
     if isinstance(expected, float):
         if not isinstance(actual, (int, float)) or isinstance(actual, bool):
             return f"{where} should be a number, but it is {_type_name(actual)}: {_short(actual)}."
-        if isinstance(actual, int):
-            # an int where the exercise promises a float (lr_at returning min_lr = 0 as given):
-            # later code that divides or formats it may not care, but the contract does
+        if isinstance(actual, int) and float_not_int:
+            # an int where the exercise promises a Python float (lr_at returning min_lr = 0 as
+            # given); elsewhere an int is a float (PEP 484's numeric tower)
             return f"{where} should be a Python float, but it is the int {actual!r}: convert it with float(...)."
         rtol, atol = (tolerance.get("*") if isinstance(tolerance, dict) else tolerance) or FLOAT_TOLERANCE
         if math.isnan(expected) != math.isnan(actual) or not (
@@ -752,6 +755,7 @@ def _spec_tolerance(spec: Spec) -> Any:
 def _spec_difference(spec: Spec, actual: Any, expected: Any) -> Optional[str]:
     """:func:`difference` of two results of ``spec``'s exercise, with its settings."""
     return difference(actual, expected, ordered=spec.ordered, tolerance=_spec_tolerance(spec), dims=spec.dims,
+                      float_not_int=spec.float_not_int,
                       names=spec.result_names)
 
 

@@ -782,6 +782,7 @@ SPECS = [
         chapter=CHAPTER,
         reference=ref.lr_at,
         make_cases=_cases_lr_at,
+        float_not_int=True,  # the exercise: "returning a Python float"
         mistakes=[
             Mistake("warm-up from 0", "the warm-up gives max_lr * (step + 1) / warmup_steps: step 0 already learns.",
                     _validated(ref.lr_at, lambda *a: _lr(*a, from_zero=True))),
