@@ -767,7 +767,7 @@ def _argument_names(spec: Spec) -> list[str]:
 
 
 def _argument_label(spec: Spec, label: str) -> str:
-    """"argument 3, ..." as the learner's signature names it: "`x` (argument 2), ...". A driver
+    """"argument 3, ..." as the learner's signature names it: "`x`, ...". A driver
     that passes the answer fewer arguments than a case holds (a probe's kind and weights become
     one module) says so with ``argument_offset``."""
     match = re.match(r"argument (\d+)(.*)", label)

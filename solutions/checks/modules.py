@@ -229,10 +229,10 @@ def _repeats_within(name: str, module: torch.nn.Module) -> None:
             if size < 2:
                 continue
             slices = values.movedim(axis, 0).reshape(size, -1)
-            if torch.unique(slices, dim=0).shape[0] < size:
-                order = torch.argsort(slices[:, 0], stable=True)
-                pairs = [(int(a), int(b)) for a, b in zip(order[:-1], order[1:]) if torch.equal(slices[a], slices[b])]
-                i, j = sorted(pairs[0]) if pairs else (0, 1)
+            _, which, counts = torch.unique(slices, dim=0, return_inverse=True, return_counts=True)
+            if len(counts) < size:
+                repeated = int(torch.nonzero(counts > 1)[0])
+                i, j = torch.nonzero(which == repeated).flatten()[:2].tolist()
                 raise ParameterMismatch(
                     f"{name}.{pname} starts with two equal slices along axis {axis} (index {i} and {j} hold the "
                     f"same numbers): draw every number on its own (one torch.randn of the whole shape); "
